@@ -1,0 +1,77 @@
+"""gpupart: GPU-first distributed arrays and dataframes speaking ``__partitioned__``.
+
+Importing gpupart is cheap and side-effect free: it imports no CuPy, cuDF, UCX or numba,
+touches no CUDA device and opens no socket. Those happen in :func:`gpupart.init`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from gpupart._version import __version__
+from gpupart.errors import (
+    AuthenticationError,
+    BootstrapError,
+    CommTimeoutError,
+    FetchError,
+    GpupartError,
+    LaunchError,
+    NotInitializedError,
+    PartitionedError,
+    PartitionedTypeError,
+    PeerLostError,
+    ProtocolViolationError,
+    TileNotFoundError,
+    TransportError,
+)
+from gpupart.location import Location
+
+__all__ = [
+    "AuthenticationError",
+    "BootstrapError",
+    "CommTimeoutError",
+    "FetchError",
+    "GpupartError",
+    "Handle",
+    "LaunchError",
+    "Location",
+    "NotInitializedError",
+    "PartitionedError",
+    "PartitionedTypeError",
+    "PeerLostError",
+    "ProtocolViolationError",
+    "Runtime",
+    "TileNotFoundError",
+    "TransportError",
+    "__version__",
+    "backend",
+    "init",
+    "protocol",
+    "runtime",
+    "topology",
+]
+
+# Public names resolved on first use, so that `import gpupart` stays light.
+_LAZY = {
+    "protocol": ("gpupart.protocol", None),
+    "topology": ("gpupart.topology", None),
+    "backend": ("gpupart.backend", None),
+    "init": ("gpupart.cluster", "init"),
+    "runtime": ("gpupart.cluster", "current"),
+    "Runtime": ("gpupart.cluster", "Runtime"),
+    "Handle": ("gpupart.cluster", "Handle"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'gpupart' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    return module if attr is None else getattr(module, attr)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,115 @@
+"""One exception hierarchy for gpupart, rooted at :class:`GpupartError`.
+
+Every error pickles (so it crosses process boundaries intact: a rank's error can be shown by
+the launcher or by another rank) and carries its structured fields as attributes, while the
+message says what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthenticationError",
+    "BootstrapError",
+    "CommTimeoutError",
+    "FetchError",
+    "GpupartError",
+    "LaunchError",
+    "NotInitializedError",
+    "PartitionedError",
+    "PartitionedTypeError",
+    "PeerLostError",
+    "ProtocolViolationError",
+    "TileNotFoundError",
+    "TransportError",
+]
+
+
+def _rebuild(cls: type[BaseException], args: tuple, state: dict) -> BaseException:
+    """Recreate an error without calling its ``__init__`` (whose signature may differ)."""
+    err = cls.__new__(cls)
+    BaseException.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
+class GpupartError(Exception):
+    """Base class of every error gpupart raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+class PartitionedError(GpupartError, ValueError):
+    """A ``__partitioned__`` structure breaks a rule of the protocol.
+
+    ``path`` names the offending item, e.g. ``partitions[(1, 0)]['shape']``; ``expected`` and
+    ``found`` say what the rule wants and what the structure holds.
+    """
+
+    def __init__(self, path: str, expected: str, found: str) -> None:
+        self.path = path
+        self.expected = expected
+        self.found = found
+        super().__init__(f"{path}: expected {expected}, found {found}")
+
+
+class PartitionedTypeError(PartitionedError, TypeError):
+    """A ``__partitioned__`` item has the wrong *type* (also a :class:`TypeError`)."""
+
+
+class NotInitializedError(GpupartError, RuntimeError):
+    """An operation needs a runtime (``gpupart.init()``) and none is active, or it is closed."""
+
+
+class BootstrapError(GpupartError, RuntimeError):
+    """Joining the job failed: bad launcher/Slurm/MPI variables, or rendezvous failed."""
+
+
+class AuthenticationError(BootstrapError):
+    """A process tried to join the job without proving the job's secret."""
+
+
+class LaunchError(GpupartError, RuntimeError):
+    """``gpupart run`` could not start the job, or a rank failed."""
+
+
+class TransportError(GpupartError, ConnectionError):
+    """The UCX transport failed underneath an operation."""
+
+
+class PeerLostError(TransportError):
+    """A peer rank died or left; operations that need it cannot complete."""
+
+    def __init__(self, rank: int, reason: str = "its process exited") -> None:
+        self.rank = rank
+        self.reason = reason
+        super().__init__(f"rank {rank} was lost: {reason}")
+
+
+class CommTimeoutError(GpupartError, TimeoutError):
+    """A wait ran past its timeout (``what`` names the wait, ``timeout`` its limit)."""
+
+    def __init__(self, what: str, timeout: float) -> None:
+        self.what = what
+        self.timeout = timeout
+        super().__init__(f"{what}: no answer within {timeout:g} s")
+
+
+class FetchError(GpupartError):
+    """A tile could not be fetched; the owner reported why."""
+
+
+class TileNotFoundError(FetchError, LookupError):
+    """The owner has no tile with that id (never registered, or freed)."""
+
+    def __init__(self, owner: int, tile_id: int, detail: str = "") -> None:
+        self.owner = owner
+        self.tile_id = tile_id
+        msg = f"rank {owner} has no tile {tile_id} (never put, or already freed)"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+
+
+class ProtocolViolationError(GpupartError, ValueError):
+    """A peer sent a malformed or truncated wire message (rejected, never crashes the owner)."""
