@@ -13,6 +13,7 @@ from gpupart._version import __version__
 from gpupart.errors import (
     AuthenticationError,
     BootstrapError,
+    CollectiveError,
     CommTimeoutError,
     FetchError,
     GpupartError,
@@ -30,6 +31,7 @@ from gpupart.location import Location
 __all__ = [
     "AuthenticationError",
     "BootstrapError",
+    "CollectiveError",
     "CommTimeoutError",
     "FetchError",
     "GpupartError",

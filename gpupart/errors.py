@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "AuthenticationError",
     "BootstrapError",
+    "CollectiveError",
     "CommTimeoutError",
     "FetchError",
     "GpupartError",
@@ -85,7 +86,8 @@ class PeerLostError(TransportError):
     def __init__(self, rank: int, reason: str = "its process exited") -> None:
         self.rank = rank
         self.reason = reason
-        super().__init__(f"rank {rank} was lost: {reason}")
+        who = "the job coordinator" if rank < 0 else f"rank {rank}"
+        super().__init__(f"{who} was lost: {reason}")
 
 
 class CommTimeoutError(GpupartError, TimeoutError):
@@ -95,6 +97,10 @@ class CommTimeoutError(GpupartError, TimeoutError):
         self.what = what
         self.timeout = timeout
         super().__init__(f"{what}: no answer within {timeout:g} s")
+
+
+class CollectiveError(GpupartError, ValueError):
+    """A collective could not complete because ranks disagreed (same error on every rank)."""
 
 
 class FetchError(GpupartError):

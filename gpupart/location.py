@@ -36,7 +36,9 @@ def dlpack_device_string(device_type: int, device_id: int = 0) -> str:
         name = DLPACK_DEVICE_TYPES[int(device_type)]
     except KeyError:
         raise PartitionedError(
-            "device_type", f"a DLPack device type in {sorted(DLPACK_DEVICE_TYPES)}", repr(device_type)
+            "device_type",
+            f"a DLPack device type in {sorted(DLPACK_DEVICE_TYPES)}",
+            repr(device_type),
         ) from None
     return name if name == "kDLCPU" else f"{name}:{int(device_id)}"
 
@@ -82,7 +84,9 @@ class Location(NamedTuple):
         if isinstance(value, Location):
             return value.checked(path=path)
         if isinstance(value, bool):
-            raise PartitionedTypeError(path, "a rank int, an IP string or an (ip, pid[, device]) tuple", "a bool")
+            raise PartitionedTypeError(
+                path, "a rank int, an IP string or an (ip, pid[, device]) tuple", "a bool"
+            )
         if isinstance(value, int):
             if value < 0:
                 raise PartitionedError(path, "a rank >= 0", repr(value))
@@ -93,7 +97,9 @@ class Location(NamedTuple):
             return cls(ip=value, pid=None)
         if isinstance(value, tuple):
             if not 2 <= len(value) <= 3:
-                raise PartitionedError(path, "an (ip, pid[, device]) tuple", f"a tuple of length {len(value)}")
+                raise PartitionedError(
+                    path, "an (ip, pid[, device]) tuple", f"a tuple of length {len(value)}"
+                )
             ip, pid = value[0], value[1]
             if not isinstance(ip, str):
                 raise PartitionedTypeError(f"{path}[0]", "an IP string", repr(ip))
@@ -122,7 +128,9 @@ class Location(NamedTuple):
         ):
             raise PartitionedError(f"{path}.rank", "an int >= 0 or None", repr(self.rank))
         if self.memory not in MEMORY_KINDS:
-            raise PartitionedError(f"{path}.memory", f"one of {sorted(MEMORY_KINDS)}", repr(self.memory))
+            raise PartitionedError(
+                f"{path}.memory", f"one of {sorted(MEMORY_KINDS)}", repr(self.memory)
+            )
         if self.stream is not None and (
             isinstance(self.stream, bool) or not isinstance(self.stream, int) or self.stream == 0
         ):
@@ -144,5 +152,7 @@ class Location(NamedTuple):
     def same_process(self, other: Location) -> bool:
         """True if both locations name the same process (same rank, or same IP and PID)."""
         if self.rank is not None and other.rank is not None:
-            return self.rank == other.rank and (self.host == other.host or None in (self.host, other.host))
+            return self.rank == other.rank and (
+                self.host == other.host or None in (self.host, other.host)
+            )
         return self.pid is not None and (self.ip, self.pid) == (other.ip, other.pid)
