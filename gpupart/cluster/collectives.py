@@ -1,0 +1,313 @@
+"""Collectives for metadata and small statistics, over the job's UCX endpoints.
+
+Every collective is a binomial tree (``O(log size)`` steps, ``O(size)`` messages): gather
+towards a root and/or broadcast from it. Payloads are pickles of Python objects and small
+arrays; they come only from peers that joined through the authenticated coordinator.
+Messages are tagged ``(COLLECTIVE, sender, seq)`` where ``seq`` counts collectives, which
+every rank calls in the same order (the MPI rule); the closing barrier uses its own kind so
+it can never be confused with a user's collective.
+
+Wire format of one payload: ``pickle.dumps((status, value), protocol=5)`` where ``status``
+is ``"ok"`` or ``"error"`` (``value`` then holds the message that every rank raises).
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from gpupart.cluster.engine import Operation, ProgressEngine
+from gpupart.cluster.tags import Kind, make_tag
+from gpupart.cluster.transport import UCXTransport
+from gpupart.errors import CollectiveError, CommTimeoutError, PeerLostError
+
+__all__ = ["REDUCE_OPS", "Collectives", "Mailbox"]
+
+#: Reduction operators accepted by :meth:`Collectives.allreduce`.
+REDUCE_OPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "sum": np.add,
+    "prod": np.multiply,
+    "min": np.minimum,
+    "max": np.maximum,
+}
+
+
+class Mailbox:
+    """Collective payloads that have arrived, waiting for the collective that expects them."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[int, int, int], bytes] = {}
+        self._cond = threading.Condition()
+
+    def put(self, kind: int, sender: int, seq: int, payload: np.ndarray) -> None:
+        """Store a payload (called from the progress thread)."""
+        with self._cond:
+            self._items[(kind, sender, seq)] = payload.tobytes()
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Wake every waiter so it re-checks for lost peers."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def take(
+        self,
+        kind: int,
+        sender: int,
+        seq: int,
+        *,
+        deadline: float,
+        timeout: float,
+        what: str,
+        lost: Callable[[int], PeerLostError | None],
+    ) -> bytes:
+        """Wait for and remove one payload; raises if ``sender`` is lost or time runs out."""
+        key = (kind, sender, seq)
+        with self._cond:
+            while key not in self._items:
+                err = lost(sender)
+                if err is not None:
+                    raise err
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CommTimeoutError(f"{what}: waiting for rank {sender}", timeout)
+                self._cond.wait(min(remaining, 0.25))
+            return self._items.pop(key)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+class _Send(Operation):
+    """Keeps a collective payload alive until its send completes."""
+
+    def __init__(self, peer: int, request: Any, payload: bytes, what: str):
+        self.peer = peer
+        self.request = request
+        self.payload = payload
+        self.what = what
+
+    def poll(self) -> bool:
+        if not self.request.completed:
+            return False
+        UCXTransport.check(self.request)
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        self.request = None
+
+
+class Collectives:
+    """Barrier, broadcast, allgather and allreduce among ``size`` ranks (see module docstring)."""
+
+    def __init__(
+        self,
+        rank: int,
+        size: int,
+        transport: UCXTransport | None,
+        engine: ProgressEngine | None,
+        *,
+        timeout: float,
+    ) -> None:
+        self.rank = rank
+        self.size = size
+        self.timeout = timeout
+        self._transport = transport
+        self._engine = engine
+        self._mailbox = Mailbox()
+        self._seq = {Kind.COLLECTIVE: itertools.count(), Kind.FINALIZE: itertools.count()}
+        self._lock = threading.Lock()  # one collective at a time per process, like MPI
+        if engine is not None:  # a world of one needs no messages
+            for kind in (Kind.COLLECTIVE, Kind.FINALIZE):
+                engine.on(kind, self._deliver(kind))
+            engine.on_lost(lambda rank, reason: self._mailbox.wake())
+
+    def _deliver(self, kind: Kind) -> Callable[[int, int, np.ndarray], None]:
+        return lambda sender, seq, payload: self._mailbox.put(kind, sender, seq, payload)
+
+    # -- point to point -------------------------------------------------------------------
+
+    def _send(self, kind: Kind, dst: int, seq: int, status: str, value: Any, what: str) -> None:
+        payload = pickle.dumps((status, value), protocol=5)
+        request = self._transport.send(dst, make_tag(kind, self.rank, seq), payload)
+        self._engine.submit(_Send(dst, request, payload, what))
+
+    def _recv(self, kind: Kind, src: int, seq: int, deadline: float, timeout: float, what: str):
+        raw = self._mailbox.take(
+            kind, src, seq, deadline=deadline, timeout=timeout, what=what,
+            lost=self._engine.lost_error,
+        )
+        return pickle.loads(raw)  # from an authenticated member of the job
+
+    # -- trees ----------------------------------------------------------------------------
+
+    def _reduce(
+        self,
+        kind: Kind,
+        seq: int,
+        value: tuple[str, Any],
+        combine: Callable[[tuple[str, Any], tuple[str, Any], int], tuple[str, Any]],
+        deadline: float,
+        timeout: float,
+        what: str,
+    ) -> tuple[str, Any] | None:
+        """Binomial-tree reduction to rank 0; returns the result on rank 0, None elsewhere."""
+        mask = 1
+        while mask < self.size:
+            if self.rank & mask:
+                self._send(kind, self.rank - mask, seq, value[0], value[1], what)
+                return None
+            child = self.rank + mask
+            if child < self.size:
+                value = combine(value, self._recv(kind, child, seq, deadline, timeout, what), child)
+            mask <<= 1
+        return value
+
+    def _bcast(
+        self,
+        kind: Kind,
+        seq: int,
+        value: tuple[str, Any] | None,
+        deadline: float,
+        timeout: float,
+        what: str,
+        root: int = 0,
+    ) -> tuple[str, Any]:
+        """Binomial-tree broadcast of ``value`` (meaningful on ``root``) to every rank."""
+        relative = (self.rank - root) % self.size
+        mask = 1
+        while mask < self.size:
+            if relative & mask:
+                src = (relative - mask + root) % self.size
+                value = self._recv(kind, src, seq, deadline, timeout, what)
+                break
+            mask <<= 1
+        if value is None:
+            raise CollectiveError(f"{what}: no value reached rank {self.rank}")
+        mask >>= 1
+        while mask > 0:
+            if relative + mask < self.size:
+                dst = (relative + mask + root) % self.size
+                self._send(kind, dst, seq, value[0], value[1], what)
+            mask >>= 1
+        return value
+
+    def _run(
+        self,
+        what: str,
+        value: tuple[str, Any],
+        combine: Callable[[tuple[str, Any], tuple[str, Any], int], tuple[str, Any]],
+        timeout: float | None,
+        kind: Kind = Kind.COLLECTIVE,
+    ) -> Any:
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            seq = next(self._seq[kind])
+            if self.size == 1:
+                result = value
+            else:
+                root_value = self._reduce(kind, 2 * seq, value, combine, deadline, timeout, what)
+                result = self._bcast(kind, 2 * seq + 1, root_value, deadline, timeout, what)
+        status, payload = result
+        if status == "error":
+            raise CollectiveError(f"{what}: {payload}")
+        return payload
+
+    # -- public collectives ---------------------------------------------------------------
+
+    def barrier(self, timeout: float | None = None, *, kind: Kind = Kind.COLLECTIVE) -> None:
+        """Return once every rank has entered the barrier."""
+        self._run("barrier", ("ok", None), _keep_first, timeout, kind)
+
+    def broadcast(self, obj: Any, root: int = 0, timeout: float | None = None) -> Any:
+        """Return ``root``'s ``obj`` on every rank."""
+        self._check_root(root)
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        value: tuple[str, Any] | None = None
+        if self.rank == root:
+            try:
+                pickle.dumps(obj, protocol=5)
+                value = ("ok", obj)
+            except Exception as exc:
+                value = ("error", f"rank {root} could not serialise its object: {exc!r}")
+        with self._lock:
+            seq = next(self._seq[Kind.COLLECTIVE])
+            if self.size > 1:
+                value = self._bcast(
+                    Kind.COLLECTIVE, 2 * seq + 1, value, deadline, timeout, "broadcast", root
+                )
+        assert value is not None  # noqa: S101 - root's own value when size == 1
+        if value[0] == "error":
+            raise CollectiveError(f"broadcast: {value[1]}")
+        return value[1]
+
+    def allgather(self, obj: Any, timeout: float | None = None) -> list[Any]:
+        """Return every rank's ``obj``, as a list indexed by rank."""
+
+        def merge(a: tuple[str, Any], b: tuple[str, Any], _child: int) -> tuple[str, Any]:
+            if a[0] == "error" or b[0] == "error":
+                return a if a[0] == "error" else b
+            return ("ok", {**a[1], **b[1]})
+
+        gathered = self._run("allgather", ("ok", {self.rank: obj}), merge, timeout)
+        return [gathered[r] for r in range(self.size)]
+
+    def allreduce(self, array: Any, op: str = "sum", timeout: float | None = None) -> Any:
+        """Reduce a small array (or scalar) elementwise over all ranks with ``op``.
+
+        Returns the same kind of object it was given (NumPy array, CuPy array or scalar).
+        Ranks passing different shapes or dtypes all raise :class:`~gpupart.CollectiveError`.
+        """
+        if op not in REDUCE_OPS:
+            raise ValueError(f"op: expected one of {sorted(REDUCE_OPS)}, found {op!r}")
+        host, restore = _to_host(array)
+        ufunc = REDUCE_OPS[op]
+        rank = self.rank
+
+        def combine(a: tuple[str, Any], b: tuple[str, Any], child: int) -> tuple[str, Any]:
+            if a[0] == "error" or b[0] == "error":
+                return a if a[0] == "error" else b
+            x, y = a[1], b[1]
+            if x.shape != y.shape or x.dtype != y.dtype:
+                return (
+                    "error",
+                    f"every rank must pass the same shape and dtype: rank {rank} passed"
+                    f" {x.shape} {x.dtype}, rank {child} passed {y.shape} {y.dtype}",
+                )
+            return ("ok", ufunc(x, y))
+
+        return restore(self._run(f"allreduce(op={op!r})", ("ok", host), combine, timeout))
+
+    def _check_root(self, root: int) -> None:
+        if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < self.size:
+            raise ValueError(f"root: expected a rank in 0..{self.size - 1}, found {root!r}")
+
+
+def _keep_first(a: tuple[str, Any], b: tuple[str, Any], _child: int) -> tuple[str, Any]:
+    return a if a[0] == "error" or b[0] != "error" else b
+
+
+def _to_host(array: Any) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
+    """A NumPy copy of ``array`` and a function turning a result back into its kind."""
+    if isinstance(array, np.ndarray):
+        return array, lambda r: r
+    if isinstance(array, (int, float, complex, np.generic)) and not isinstance(array, bool):
+        return np.asarray(array), lambda r: r[()].item() if not isinstance(array, np.generic) else r[()]
+    if hasattr(array, "__cuda_array_interface__") and hasattr(array, "get"):
+        module = type(array).__module__.split(".")[0]
+        import importlib
+
+        xp = importlib.import_module(module)
+        return array.get(), xp.asarray
+    raise TypeError(
+        f"array: expected a NumPy/CuPy array or a number, found {type(array).__name__}"
+    )

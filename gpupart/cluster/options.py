@@ -1,0 +1,101 @@
+"""Runtime options: keyword arguments of ``gpupart.init``, overridable from the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["RuntimeOptions"]
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Every tunable of a :class:`~gpupart.Runtime`, with defaults that suit most jobs.
+
+    Times are in seconds, sizes in bytes. Each option ``name`` can also be set through the
+    environment variable ``GPUPART_<NAME>`` (keyword arguments win).
+    """
+
+    #: Default limit for collectives (barrier, broadcast, allgather, allreduce).
+    timeout: float = 120.0
+    #: Limit for one fetch batch (from posting the request to the last byte).
+    fetch_timeout: float = 300.0
+    #: Limit for joining the job (reaching the coordinator and waiting for every rank).
+    bootstrap_timeout: float = 120.0
+    #: Limit for the closing barrier and for draining in-flight sends at close.
+    close_timeout: float = 10.0
+    #: Seconds the progress thread keeps spinning after the last activity before sleeping.
+    progress_spin: float = 0.002
+    #: Tiles of at most this many bytes are packed into a few messages per batch.
+    pack_threshold: int = 64 << 10
+    #: Largest pack message.
+    pack_limit: int = 32 << 20
+    #: 'cpu', 'cuda' or None (CUDA when a GPU is usable); also ``GPUPART_DEVICE``.
+    device: str | None = None
+    #: Bind this process to one GPU chosen by local rank (unless CUDA_VISIBLE_DEVICES narrows it).
+    bind_gpu: bool = True
+    #: Pin this process's CPUs to its GPU's NUMA node.
+    pin_cpus: bool = True
+    #: Extra UCX options without the ``UCX_`` prefix, e.g. ``{"TLS": "tcp,self"}``.
+    ucx_config: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def resolve(
+        cls, options: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    ) -> RuntimeOptions:
+        """Build options from keyword arguments and ``GPUPART_*`` variables.
+
+        Unknown keywords raise :class:`TypeError` naming them; malformed values raise
+        :class:`ValueError` naming the keyword or variable.
+        """
+        env = os.environ if environ is None else environ
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise TypeError(f"gpupart.init: unknown option(s) {unknown}; known: {sorted(fields)}")
+        values: dict[str, Any] = {}
+        for name, f in fields.items():
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            if name in options:
+                values[name] = _coerce(name, options[name], default, source=name)
+            elif name != "ucx_config" and f"GPUPART_{name.upper()}" in env:
+                var = f"GPUPART_{name.upper()}"
+                values[name] = _coerce(name, env[var], default, source=var)
+        return cls(**values)
+
+
+def _coerce(name: str, value: Any, default: Any, *, source: str) -> Any:
+    if name == "device":
+        if value is None or value in ("", "auto"):
+            return None
+        if value not in ("cpu", "cuda"):
+            raise ValueError(f"{source}: expected 'cpu', 'cuda' or None, found {value!r}")
+        return value
+    if name == "ucx_config":
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ValueError(f"{source}: expected a mapping of str to str, found {value!r}")
+        return dict(value)
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{source}: expected a boolean (1/0/true/false), found {value!r}")
+        if not isinstance(value, bool):
+            raise ValueError(f"{source}: expected a bool, found {value!r}")
+        return value
+    kind = type(default)
+    try:
+        converted = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: expected a {kind.__name__}, found {value!r}") from None
+    if isinstance(value, bool) or converted <= 0:
+        raise ValueError(f"{source}: expected a positive {kind.__name__}, found {value!r}")
+    return converted

@@ -1,0 +1,532 @@
+"""The per-process runtime: join the job, own tiles, fetch any tile, run collectives."""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from typing import Any
+
+import numpy as np
+
+from gpupart import backend as backends
+from gpupart import topology
+from gpupart.cluster import bootstrap
+from gpupart.cluster.binding import bind_process
+from gpupart.cluster.collectives import Collectives
+from gpupart.cluster.coordinator import COORDINATOR_RANK, Coordinator, CoordinatorClient
+from gpupart.cluster.engine import ProgressEngine
+from gpupart.cluster.fetch import FetchBatch, FetchItem, TileServer, plan_packs
+from gpupart.cluster.options import RuntimeOptions
+from gpupart.cluster.tags import MAX_RANKS, Kind
+from gpupart.cluster.tiles import Handle, Tile, TileStore, byte_view
+from gpupart.errors import (
+    CommTimeoutError,
+    GpupartError,
+    NotInitializedError,
+    TileNotFoundError,
+)
+from gpupart.location import Location
+
+__all__ = ["Runtime", "current", "init"]
+
+logger = logging.getLogger("gpupart.runtime")
+
+
+class Runtime:
+    """This process's membership of a gpupart job (create it with :func:`gpupart.init`).
+
+    A context manager with an idempotent :meth:`close`. ``rank``/``size`` place the process
+    in the job, ``local_rank``/``local_size`` on its host; ``device`` is the bound GPU index
+    (``None`` on CPU) and ``location`` this process's :class:`~gpupart.Location`.
+
+    Tiles: :meth:`put` registers an array (no copy) and returns a :class:`Handle`;
+    :meth:`fetch` / :meth:`get` bring any handle's tile here, straight from its owner's
+    memory; the owner's progress thread serves requests without the owner calling anything.
+    Collectives: :meth:`barrier`, :meth:`broadcast`, :meth:`allgather`, :meth:`allreduce`.
+    """
+
+    def __init__(self, spec: bootstrap.JobSpec, options: RuntimeOptions) -> None:
+        self.options = options
+        self.rank = spec.rank
+        self.size = spec.size
+        self.local_rank = spec.local_rank
+        self.local_size = spec.local_size
+        self.job_id = spec.job_id
+        self.launcher = spec.launcher
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._coordinator: Coordinator | None = None
+        self._client: CoordinatorClient | None = None
+        self._transport = None
+        self._engine: ProgressEngine | None = None
+        self._batches: dict[tuple[int, int], FetchBatch] = {}
+        self._seq = itertools.count(1)
+        self._seq_lock = threading.Lock()
+        if spec.size > MAX_RANKS:
+            raise GpupartError(f"size: at most {MAX_RANKS} ranks are supported, found {spec.size}")
+
+        topo = topology.local()
+        self.host = topo.hostname
+        self.device, gpu = bind_process(spec.local_rank, topo, options)
+        self.backend = backends.select("cpu" if self.device is None else "cuda", device_id=self.device)
+        self.backend.use()  # the CUDA context exists before UCX starts
+        self.store = TileStore(self.rank)
+        self.location = Location(
+            ip=topo.primary_ip,
+            pid=os.getpid(),
+            device=self.backend.dlpack_device,
+            host=self.host,
+            rank=self.rank,
+            pci_bus_id=gpu.pci_bus_id if gpu else None,
+            device_uuid=gpu.uuid if gpu else None,
+            numa_node=gpu.numa_node if gpu else _numa_of_cpu(),
+            memory=self.backend.memory_kind,
+            stream=None,
+        )
+        self.peers: list[Location] = [self.location]
+        try:
+            if self.size > 1:
+                self._join(spec)
+            self._collectives = Collectives(
+                self.rank, self.size, self._transport, self._engine, timeout=options.timeout
+            )
+            if self._engine is not None and self._client is not None:
+                self._engine.start()
+                self._client.watch(self._on_lost)
+                self.barrier(timeout=options.bootstrap_timeout)  # every endpoint is wired up
+        except BaseException:
+            self.close(_collective=False)
+            raise
+
+    # -- joining --------------------------------------------------------------------------
+
+    def _join(self, spec: bootstrap.JobSpec) -> None:
+        from gpupart.cluster.transport import UCXTransport
+
+        options = self.options
+        self._transport = transport = UCXTransport(config=dict(options.ucx_config))
+        if spec.launcher == "mpi":
+            spec = bootstrap.exchange_via_mpi(
+                spec, self._serve_coordinator_for(spec), timeout=options.bootstrap_timeout
+            )
+        elif spec.serve_coordinator:
+            self._serve_coordinator_for(spec)()
+        if spec.coordinator is None or spec.token is None:
+            raise GpupartError(f"{spec.launcher} job has no coordinator address or token")
+        self._client = CoordinatorClient(
+            spec.coordinator,
+            spec.token,
+            job_id=spec.job_id,
+            rank=self.rank,
+            timeout=options.bootstrap_timeout,
+        )
+        record = {
+            "rank": self.rank,
+            "address": transport.address,
+            "location": self.location,
+            "local_rank": self.local_rank,
+        }
+        table = self._client.join(record)
+        self.peers = [entry["location"] for entry in table]
+        self._engine = engine = ProgressEngine(transport, rank=self.rank, spin=options.progress_spin)
+        for entry in table:
+            if entry["rank"] != self.rank:
+                transport.connect(entry["rank"], entry["address"])
+        self._server = TileServer(self.store, transport, engine, self._allocate_pack)
+        engine.on(Kind.RESPONSE, self._on_response)
+        self._coordinator_rank = 0 if spec.launcher in ("slurm", "mpi") else COORDINATOR_RANK
+
+    def _serve_coordinator_for(self, spec: bootstrap.JobSpec):
+        def serve() -> tuple[str, int]:
+            host = spec.bind_host or "127.0.0.1"
+            port = spec.coordinator[1] if spec.coordinator else 0
+            self._coordinator = Coordinator(
+                spec.size,
+                spec.token,
+                job_id=spec.job_id,
+                host=host,
+                port=port,
+                join_timeout=self.options.bootstrap_timeout,
+            ).start()
+            return self._coordinator.address
+
+        return serve
+
+    def _on_lost(self, rank: int, reason: str) -> None:
+        engine = self._engine
+        if engine is None or self._closed:
+            return
+        if rank == COORDINATOR_RANK:
+            if self._coordinator_rank >= 0:
+                engine.mark_lost(self._coordinator_rank, f"it hosted the job coordinator: {reason}")
+            else:
+                for peer in range(self.size):
+                    if peer != self.rank:
+                        engine.mark_lost(peer, f"the gpupart launcher is gone: {reason}")
+            return
+        engine.mark_lost(rank, reason)
+
+    # -- tiles ----------------------------------------------------------------------------
+
+    def put(self, array: Any, stream: Any = None) -> Handle:
+        """Register a local NumPy/CuPy array as a tile (no copy) and return its handle.
+
+        ``stream`` is the backend stream the array is still being written on: owners send
+        a tile only after an event recorded on it has completed. For a CuPy array without
+        a stream, the current CuPy stream is used. Non-contiguous arrays are made
+        contiguous first (the one case that copies). The array must not be modified while
+        it is registered; :meth:`free` releases it.
+        """
+        self._check_open()
+        info = backends.buffer_info(array)  # TypeError names the argument for non-arrays
+        dtype = np.dtype(info.dtype)
+        if dtype.hasobject or dtype.fields is not None:
+            raise TypeError(
+                f"array: expected a plain numeric/bool dtype, found {dtype} (object and"
+                " structured dtypes cannot be sent)"
+            )
+        if info.order is None:
+            array = backends.array_namespace(array).ascontiguousarray(array)
+            info = backends.buffer_info(array)
+        order = "F" if info.order == "F" and len(info.shape) > 1 else "C"
+        event = None
+        stream_handle = None
+        if stream is not None:
+            event = self.backend.create_event()
+            event.record(stream)
+            stream_handle = stream.handle
+        elif backends.is_cuda_array(array):
+            stream = self.backend.current_stream()
+            event = self.backend.create_event()
+            event.record(stream)
+            stream_handle = stream.handle
+        tile = Tile(array=array, data=byte_view(array), nbytes=int(info.nbytes), event=event)
+        tile_id = self.store.add(tile)
+        location = self.location._replace(
+            stream=stream_handle or None, device=info.device, memory=info.memory
+        )
+        return Handle(
+            owner=self.rank,
+            tile_id=tile_id,
+            dtype=dtype.str,
+            shape=tuple(int(n) for n in info.shape),
+            nbytes=int(info.nbytes),
+            location=location,
+            order=order,
+            job=self.job_id,
+        )
+
+    def free(self, handle: Handle) -> None:
+        """Release a tile this rank owns (fetches already under way still complete)."""
+        self._check_open()
+        if not isinstance(handle, Handle):
+            raise TypeError(f"handle: expected a gpupart.Handle, found {type(handle).__name__}")
+        if handle.owner != self.rank:
+            raise ValueError(
+                f"handle: only the owner frees a tile; it is owned by rank {handle.owner},"
+                f" this is rank {self.rank}"
+            )
+        self.store.remove(handle.tile_id)
+
+    def fetch(self, handles: Handle | Sequence[Handle], out: Any = None) -> list[Future]:
+        """Start fetching tiles; returns one :class:`concurrent.futures.Future` per handle.
+
+        The consumer decides what and when: every call is one request per owner, and many
+        may be in flight. Each tile lands directly in a buffer on this process's device:
+        ``out[i]`` when given (same shape and dtype, contiguous) or a new one. A handle to
+        a tile of this rank resolves to the tile itself (no copy) unless ``out`` is given.
+        """
+        self._check_open()
+        handles = [handles] if isinstance(handles, Handle) else list(handles)
+        outs = self._check_fetch_args(handles, out)
+        futures: list[Future] = [Future() for _ in handles]
+        remote: dict[int, list[int]] = {}
+        for i, h in enumerate(handles):
+            if h.owner == self.rank:
+                self._fetch_local(h, futures[i], outs[i])
+            else:
+                remote.setdefault(h.owner, []).append(i)
+        for owner, indices in remote.items():
+            self._fetch_remote(owner, [handles[i] for i in indices],
+                               [futures[i] for i in indices], [outs[i] for i in indices])
+        return futures
+
+    def get(
+        self, handles: Handle | Sequence[Handle], out: Any = None, timeout: float | None = None
+    ) -> Any:
+        """Fetch and wait: one array for one handle, a list for a sequence of handles."""
+        single = isinstance(handles, Handle)
+        futures = self.fetch(handles, out=out)
+        limit = self.options.fetch_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        results = []
+        for fut in futures:
+            try:
+                results.append(fut.result(timeout=max(0.0, deadline - time.monotonic())))
+            except FutureTimeoutError:
+                raise CommTimeoutError("get: waiting for tiles", limit) from None
+        return results[0] if single else results
+
+    def _check_fetch_args(self, handles: list[Any], out: Any) -> list[Any]:
+        for i, h in enumerate(handles):
+            if not isinstance(h, Handle):
+                raise TypeError(f"handles[{i}]: expected a gpupart.Handle, found {type(h).__name__}")
+            if h.job and h.job != self.job_id:
+                raise ValueError(
+                    f"handles[{i}]: expected a handle of job {self.job_id!r}, found one of job"
+                    f" {h.job!r}"
+                )
+            if not 0 <= h.owner < self.size:
+                raise ValueError(
+                    f"handles[{i}].owner: expected a rank in 0..{self.size - 1}, found {h.owner}"
+                )
+        if out is None:
+            return [None] * len(handles)
+        outs = [out] if not isinstance(out, (list, tuple)) else list(out)
+        if len(outs) != len(handles):
+            raise ValueError(f"out: expected {len(handles)} buffers (one per handle), found {len(outs)}")
+        for i, (h, buf) in enumerate(zip(handles, outs, strict=True)):
+            if buf is None:
+                continue
+            try:
+                info = backends.buffer_info(buf)
+            except TypeError:
+                raise TypeError(
+                    f"out[{i}]: expected a NumPy/CuPy array or None, found {type(buf).__name__}"
+                ) from None
+            if tuple(info.shape) != h.shape or np.dtype(info.dtype).str != h.dtype:
+                raise ValueError(
+                    f"out[{i}]: expected shape {h.shape} dtype {np.dtype(h.dtype)}, found"
+                    f" shape {tuple(info.shape)} dtype {np.dtype(info.dtype)}"
+                )
+            if info.readonly:
+                raise ValueError(f"out[{i}]: expected a writable array, found a read-only one")
+            want_order = h.order if len(h.shape) > 1 else info.order
+            if info.order is None or (info.order != want_order and info.nbytes > 0):
+                raise ValueError(
+                    f"out[{i}]: expected a {h.order}-contiguous array, found"
+                    f" {'non-contiguous' if info.order is None else info.order + '-contiguous'}"
+                )
+        return outs
+
+    def _fetch_local(self, handle: Handle, future: Future, out: Any) -> None:
+        try:
+            tile = self.store.get(handle.tile_id)
+        except TileNotFoundError as exc:
+            future.set_exception(exc)
+            return
+        if out is None:
+            future.set_result(tile.array)
+            return
+        if tile.event is not None:
+            tile.event.synchronize(self.options.fetch_timeout)
+        out[...] = tile.array
+        future.set_result(out)
+
+    def _reserve(self, n: int) -> int:
+        with self._seq_lock:
+            first = next(self._seq)
+            if n > 1:
+                self._seq = itertools.count(first + n)
+        return first
+
+    def _fetch_remote(self, owner: int, handles: list[Handle], futures: list[Future], outs: list[Any]) -> None:
+        engine, transport = self._engine, self._transport
+        lost = engine.lost_error(owner) if engine is not None else None
+        if lost is not None:
+            for fut in futures:
+                fut.set_exception(lost)
+            return
+        opts = self.options
+        nbytes = [h.nbytes for h in handles]
+        eligible = [0 < n <= opts.pack_threshold for n in nbytes]
+        pack_of, offsets, lengths = plan_packs(nbytes, eligible, opts.pack_limit)
+        packs = [self.backend.empty((n,), np.uint8) for n in lengths]
+        items = []
+        for h, fut, buf, pack, offset in zip(handles, futures, outs, pack_of, offsets, strict=True):
+            if pack >= 0:
+                items.append(FetchItem(h, fut, None, None, out=buf, pack=pack, offset=offset))
+                continue
+            result = buf if buf is not None else self.backend.empty(h.shape, np.dtype(h.dtype), h.order)
+            items.append(FetchItem(h, fut, result, byte_view(result)))
+        batch = self._reserve(1 + len(items) + len(packs))
+        key = (owner, batch)
+        op = FetchBatch(
+            owner, batch, items, packs, timeout=opts.fetch_timeout,
+            on_finish=lambda _op: self._batches.pop(key, None),
+        )
+        self._batches[key] = op
+        op.post(transport, self.rank, batch + 1, batch + 1 + len(items))
+        engine.submit(op)
+
+    def _on_response(self, owner: int, batch: int, payload: np.ndarray) -> None:
+        op = self._batches.get((owner, batch))
+        if op is None:
+            logger.debug("late response from rank %d for batch %d ignored", owner, batch)
+            return
+        try:
+            op.on_response(payload)
+        except GpupartError as exc:
+            op.fail(exc)
+
+    def _allocate_pack(self, nbytes: int, example: Any) -> Any:
+        if backends.is_cuda_array(example):
+            return self.backend.empty((nbytes,), np.uint8)
+        return np.empty(nbytes, dtype=np.uint8)
+
+    # -- collectives ----------------------------------------------------------------------
+
+    def barrier(self, timeout: float | None = None) -> None:
+        """Wait until every rank has called ``barrier``."""
+        self._check_open()
+        self._collectives.barrier(timeout)
+
+    def broadcast(self, obj: Any, root: int = 0, timeout: float | None = None) -> Any:
+        """Return ``root``'s (picklable) ``obj`` on every rank."""
+        self._check_open()
+        return self._collectives.broadcast(obj, root, timeout)
+
+    def allgather(self, obj: Any, timeout: float | None = None) -> list[Any]:
+        """Return a list, indexed by rank, of every rank's (picklable) ``obj``."""
+        self._check_open()
+        return self._collectives.allgather(obj, timeout)
+
+    def allreduce(self, array: Any, op: str = "sum", timeout: float | None = None) -> Any:
+        """Elementwise ``'sum'``, ``'prod'``, ``'min'`` or ``'max'`` of a small array over all ranks."""
+        self._check_open()
+        return self._collectives.allreduce(array, op, timeout)
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise NotInitializedError("this gpupart runtime is closed; call gpupart.init() again")
+
+    def close(self, *, _collective: bool = True) -> None:
+        """Leave the job: a closing barrier (when healthy), then stop threads and endpoints.
+
+        Idempotent. Leaves no threads, endpoints or coordinator behind.
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            engine, opts = self._engine, self.options
+            if _collective and engine is not None and engine.alive and not engine.lost:
+                try:
+                    self._collectives.barrier(opts.close_timeout, kind=Kind.FINALIZE)
+                except GpupartError as exc:
+                    logger.warning("rank %d: closing barrier failed: %s", self.rank, exc)
+            self._closed = True
+            if engine is not None:
+                engine.drain(opts.close_timeout)
+            if self._client is not None:
+                self._client.close(bye=True)
+            if engine is not None:
+                engine.close()
+            if self._transport is not None:
+                self._transport.close()
+            self.store.clear()
+            if self._coordinator is not None:
+                self._coordinator.wait_all_left(opts.close_timeout)
+                self._coordinator.close()
+            _registry.forget(self)
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close(_collective=exc_type is None)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"<gpupart.Runtime rank={self.rank}/{self.size} host={self.host!r}"
+            f" device={self.device} launcher={self.launcher} {state}>"
+        )
+
+
+def _numa_of_cpu() -> int | None:
+    try:
+        cpu = os.sched_getcpu() if hasattr(os, "sched_getcpu") else None
+    except OSError:
+        return None
+    if cpu is None:
+        return None
+    base = f"/sys/devices/system/cpu/cpu{cpu}"
+    try:
+        for name in os.listdir(base):
+            if name.startswith("node") and name[4:].isdigit():
+                return int(name[4:])
+    except OSError:
+        return None
+    return None
+
+
+class _Registry:
+    """The process's one runtime (one process per GPU: one runtime per process)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runtime: Runtime | None = None
+        self._atexit = False
+
+    def get_or_start(self, options: dict[str, Any]) -> Runtime:
+        with self._lock:
+            rt = self._runtime
+            if rt is not None and not rt.closed:
+                if options:
+                    logger.warning("gpupart.init: a runtime is already running; options %s ignored", sorted(options))
+                return rt
+            resolved = RuntimeOptions.resolve(options)
+            spec = bootstrap.detect()
+            rt = Runtime(spec, resolved)
+            self._runtime = rt
+            if not self._atexit:
+                atexit.register(self._close_at_exit)
+                self._atexit = True
+            return rt
+
+    def current(self) -> Runtime:
+        rt = self._runtime
+        if rt is None or rt.closed:
+            raise NotInitializedError("no gpupart runtime is running; call gpupart.init() first")
+        return rt
+
+    def forget(self, rt: Runtime) -> None:
+        if self._runtime is rt:
+            self._runtime = None
+
+    def _close_at_exit(self) -> None:
+        rt = self._runtime
+        if rt is not None and not rt.closed:
+            rt.close(_collective=False)
+
+
+_registry = _Registry()
+
+
+def init(**options: Any) -> Runtime:
+    """Join this process's gpupart job (or return the runtime it already joined).
+
+    Rank and size come from the gpupart launcher, Slurm, MPI, or default to a world of one
+    process. Keyword options are those of :class:`~gpupart.cluster.options.RuntimeOptions`.
+    """
+    return _registry.get_or_start(options)
+
+
+def current() -> Runtime:
+    """The runtime :func:`init` started; :class:`~gpupart.NotInitializedError` if none."""
+    return _registry.current()
+

@@ -1,0 +1,106 @@
+"""Tiles a process owns and the small, picklable handles that name them anywhere in the job."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gpupart.errors import TileNotFoundError
+from gpupart.location import Location
+
+__all__ = ["Handle", "Tile", "TileStore", "byte_view"]
+
+
+@dataclass(frozen=True, slots=True)
+class Handle:
+    """Names one tile: its owner rank, id, dtype, shape, size and where it lives.
+
+    Handles are small and picklable: send them anywhere in the job and any rank can
+    ``Runtime.get`` the tile. ``order`` is the memory order of the owner's buffer ('C' or
+    'F'); ``job`` the id of the job that made it (a handle is meaningless in another job).
+    """
+
+    owner: int
+    tile_id: int
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    location: Location
+    order: str = "C"
+    job: str = ""
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions of the tile."""
+        return len(self.shape)
+
+
+def byte_view(array: Any) -> Any:
+    """A flat ``uint8`` view of a C- or F-contiguous NumPy/CuPy array (no copy)."""
+    if array.flags.c_contiguous:
+        flat = array.reshape(-1)
+    elif array.flags.f_contiguous:
+        flat = array.ravel(order="F")
+    else:
+        raise ValueError("byte_view needs a contiguous array")
+    return flat.view(np.uint8)
+
+
+@dataclass(slots=True)
+class Tile:
+    """A registered array and the event that says when its producer has finished writing it."""
+
+    array: Any
+    data: Any  # flat uint8 view of ``array`` (what goes on the wire)
+    nbytes: int
+    event: Any = None  # backend event, None when nothing is pending
+
+    def ready(self) -> bool:
+        """Whether the producer's pending work on the tile has completed (never blocks)."""
+        return self.event is None or bool(self.event.done)
+
+
+class TileStore:
+    """Tile id -> :class:`Tile`, shared by the caller's thread and the progress engine."""
+
+    def __init__(self, owner: int) -> None:
+        self.owner = owner
+        self._tiles: dict[int, Tile] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def add(self, tile: Tile) -> int:
+        """Register ``tile``; returns its new id."""
+        with self._lock:
+            tile_id = next(self._ids)
+            self._tiles[tile_id] = tile
+        return tile_id
+
+    def get(self, tile_id: int) -> Tile:
+        """Look up a tile; :class:`~gpupart.TileNotFoundError` if unknown or freed."""
+        with self._lock:
+            tile = self._tiles.get(tile_id)
+        if tile is None:
+            raise TileNotFoundError(self.owner, tile_id)
+        return tile
+
+    def remove(self, tile_id: int) -> Tile:
+        """Forget a tile (in-flight sends keep their own reference until they complete)."""
+        with self._lock:
+            tile = self._tiles.pop(tile_id, None)
+        if tile is None:
+            raise TileNotFoundError(self.owner, tile_id)
+        return tile
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._tiles)
+
+    def clear(self) -> None:
+        """Forget every tile."""
+        with self._lock:
+            self._tiles.clear()

@@ -1,0 +1,169 @@
+"""UCX transport: one ucxx worker per process, endpoints to peers made from worker addresses.
+
+Measured on the development machine (two processes, see ``bench/RESULTS.md``): endpoints
+made from a listener use TCP only (~0.6 GB/s); endpoints made from worker addresses with
+UCX error handling off use shared memory/CMA (5-15 GB/s) and cuda_ipc between GPUs. So
+gpupart exchanges worker addresses at rendezvous and detects dead peers itself (through the
+coordinator), never through UCX error handling.
+
+All calls are thread-safe: ucxx creates its workers in ``UCS_THREAD_MODE_MULTI``, so a
+caller thread may post sends and receives while the progress engine's thread progresses the
+worker. Nothing here is asynchronous Python: requests are plain ucxx request objects polled
+for completion (``completed``), which costs no event loop and no per-message callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+from typing import Any
+
+from gpupart.errors import TransportError
+from gpupart.cluster.tags import KIND_MASK, Kind
+
+__all__ = ["UCXTransport"]
+
+
+class UCXTransport:
+    """One UCX worker, its endpoints to peer ranks, and a way to sleep until it has work.
+
+    ``config`` holds UCX options without the ``UCX_`` prefix (e.g. ``{"TLS": "tcp"}``);
+    the environment's ``UCX_*`` variables apply as usual.
+    """
+
+    def __init__(self, *, config: dict[str, str] | None = None) -> None:
+        # UCX warns about variables it does not know, e.g. the UCX_MEMTYPE_CACHE that
+        # `import ucxx` sets for older UCX releases; that warning is noise for our users.
+        os.environ.setdefault("UCX_WARN_UNUSED_ENV_VARS", "n")
+        try:
+            import ucxx._lib.libucxx as ucx
+            from ucxx._lib.arr import Array
+        except ImportError as exc:
+            raise TransportError(
+                "the UCX transport needs ucxx: pip install ucxx-cu12 (or ucxx-cu13)"
+            ) from exc
+        self._ucx = ucx
+        self._array = Array
+        try:
+            self._context = ucx.UCXContext(
+                config_dict=dict(config or {}),
+                feature_flags=(ucx.Feature.TAG, ucx.Feature.WAKEUP),
+            )
+            self._worker = ucx.UCXWorker(self._context)
+            self._worker.init_blocking_progress_mode()
+        except ucx.UCXError as exc:
+            raise TransportError(f"could not start a UCX worker: {exc}") from exc
+        self._epoll_fd = self._worker.epoll_file_descriptor
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._endpoints: dict[int, Any] = {}
+        self._closed = False
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    @property
+    def address(self) -> bytes:
+        """This worker's UCX address, to be sent to peers at rendezvous."""
+        return bytes(self._worker.address.tobytes())
+
+    @property
+    def cuda_support(self) -> bool:
+        """Whether UCX was built and started with CUDA memory support."""
+        return bool(self._context.cuda_support)
+
+    def connect(self, rank: int, address: bytes) -> None:
+        """Create the endpoint to ``rank`` from its worker address (never to ourselves)."""
+        ucx = self._ucx
+        try:
+            addr = ucx.UCXAddress.create_from_buffer(address)
+            self._endpoints[rank] = self._worker.create_endpoint_from_worker_address(addr, False)
+        except ucx.UCXError as exc:
+            raise TransportError(f"could not reach rank {rank} over UCX: {exc}") from exc
+
+    def disconnect(self, rank: int) -> None:
+        """Forget the endpoint to a lost peer (without a flush that could hang on a dead peer)."""
+        self._endpoints.pop(rank, None)
+
+    # -- messages -------------------------------------------------------------------------
+
+    def send(self, rank: int, tag: int, buffer: Any) -> Any:
+        """Post a tagged send of a contiguous host or device buffer; returns the request.
+
+        The buffer must stay alive and unchanged until the request completes.
+        """
+        try:
+            endpoint = self._endpoints[rank]
+        except KeyError:
+            raise TransportError(f"no UCX endpoint to rank {rank} (lost, or not a peer)") from None
+        try:
+            return endpoint.tag_send(self._array(buffer), self._ucx.UCXXTag(tag))
+        except self._ucx.UCXError as exc:
+            raise TransportError(f"send to rank {rank} failed: {exc}") from exc
+
+    def recv(self, tag: int, buffer: Any) -> Any:
+        """Post a receive of exactly-tagged message into ``buffer``; returns the request.
+
+        Dropping the request object before it completes cancels the receive.
+        """
+        try:
+            return self._worker.tag_recv(self._array(buffer), self._ucx.UCXXTag(tag))
+        except self._ucx.UCXError as exc:
+            raise TransportError(f"posting a receive failed: {exc}") from exc
+
+    def probe(self, kind: Kind) -> tuple[int, int, Any] | None:
+        """Take the next unexpected message of ``kind`` off the queue: ``(tag, length, handle)``."""
+        result = self._worker.tag_probe(
+            self._ucx.UCXXTag(int(kind) << 60), self._ucx.UCXXTagMask(KIND_MASK), True
+        )
+        if not result.matched:
+            return None
+        return int(result.sender_tag.value), int(result.length), result
+
+    def recv_probed(self, handle: Any, buffer: Any) -> Any:
+        """Receive a message taken by :meth:`probe` into ``buffer`` (at least its length)."""
+        return self._worker.tag_recv_with_handle(self._array(buffer), handle)
+
+    @staticmethod
+    def check(request: Any) -> None:
+        """Raise :class:`~gpupart.TransportError` if a completed request failed."""
+        try:
+            request.check_error()
+        except Exception as exc:
+            raise TransportError(f"UCX request failed: {exc}") from exc
+
+    # -- progress -------------------------------------------------------------------------
+
+    def progress(self, limit: int = 64) -> bool:
+        """Progress the worker until it has nothing to do (at most ``limit`` rounds)."""
+        did = False
+        for _ in range(limit):
+            if not self._worker.progress_once():
+                break
+            did = True
+        return did
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until UCX has an event, :meth:`wake` is called, or ``timeout`` seconds pass."""
+        if not self._worker.arm():
+            return  # events are pending: progress instead of sleeping
+        ready, _, _ = select.select([self._epoll_fd, self._wake_fd], [], [], timeout)
+        if self._wake_fd in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._wake_fd)
+
+    def wake(self) -> None:
+        """Interrupt :meth:`wait` from another thread."""
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self._wake_fd, 1)
+
+    def close(self) -> None:
+        """Drop endpoints and the worker; idempotent. Call only after progress has stopped."""
+        if self._closed:
+            return
+        self._closed = True
+        self._endpoints.clear()
+        with contextlib.suppress(Exception):
+            self._worker.cancel_inflight_requests()
+        self._worker = None
+        self._context = None
+        os.close(self._wake_fd)
