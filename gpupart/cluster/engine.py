@@ -17,10 +17,11 @@ and a longer one when idle.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -108,6 +109,9 @@ class ProgressEngine:
         self._lost_listeners: list[Callable[[int, str], None]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._pump_lock = threading.Lock()
+        self._helpers = 0  # threads progressing from help_until
+        self._next_deadline_check = 0.0
         self._thread = threading.Thread(target=self._run, name="gpupart-progress", daemon=True)
         self._error: BaseException | None = None
 
@@ -128,9 +132,27 @@ class ProgressEngine:
     # -- thread-safe entry points ---------------------------------------------------------
 
     def submit(self, op: Operation) -> None:
-        """Hand an in-flight operation to the engine (it fails at once if its peer is lost)."""
+        """Hand an in-flight operation to the engine (it fails at once if its peer is lost).
+
+        The engine thread is woken only when no caller is progressing (see :meth:`helping`):
+        waking it costs a GIL hand-off that dominates small-message latency.
+        """
         self._new_ops.append(op)
-        self.transport.wake()
+        if not self._helpers:
+            self.transport.wake()
+
+    def track(self, op: Operation) -> None:
+        """Like :meth:`submit`, from inside a handler (already on a progressing thread)."""
+        self._new_ops.append(op)
+
+    @contextlib.contextmanager
+    def helping(self) -> Iterator[None]:
+        """Mark the calling thread as one that will progress (via :meth:`help_until`)."""
+        self._helpers += 1
+        try:
+            yield
+        finally:
+            self._helpers -= 1
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` in the engine thread."""
@@ -196,52 +218,93 @@ class ProgressEngine:
                 op.fail(exc)
 
     def _loop(self) -> None:
-        transport = self.transport
         last_active = time.monotonic()
-        next_deadline_check = last_active
         while not self._stop.is_set():
-            did = transport.progress()
-            while self._new_ops:
-                op = self._new_ops.popleft()
-                err = self.lost_error(op.peer) if op.peer is not None else None
-                if err is not None:
-                    op.fail(err)
-                else:
-                    self._ops.append(op)
-                did = True
-            while self._calls:
-                self._calls.popleft()()
-                did = True
-            if self._new_lost:
-                self._handle_lost()
-                did = True
-            did |= self._receive_unexpected()
-            if self._ops:
-                did |= self._poll_ops()
+            if self._helpers:
+                # A caller is progressing while it waits: stay off the GIL and out of its way
+                # (checking back every millisecond costs one GIL hand-off per millisecond).
+                time.sleep(0.001)
+                continue
+            with self._pump_lock:
+                did = self.pump()
             now = time.monotonic()
-            if now >= next_deadline_check:
-                self._check_deadlines(now)
-                next_deadline_check = now + 0.05
             if did:
                 last_active = now
             elif now - last_active > self._spin:
-                transport.wait(self._busy_wait if self._ops else self._idle_wait)
+                self.transport.wait(self._busy_wait if self._ops else self._idle_wait)
+
+    def pump(self) -> bool:
+        """One round: progress UCX, take new work, receive, poll; True if anything happened.
+
+        Callers must hold ``_pump_lock`` (the engine thread and :meth:`help_until` do).
+        """
+        did = self.transport.progress()
+        while self._new_ops:
+            op = self._new_ops.popleft()
+            err = self.lost_error(op.peer) if op.peer is not None else None
+            if err is not None:
+                op.fail(err)
+            else:
+                self._ops.append(op)
+            did = True
+        while self._calls:
+            self._calls.popleft()()
+            did = True
+        if self._new_lost:
+            self._handle_lost()
+            did = True
+        did |= self._receive_unexpected()
+        if self._ops:
+            did |= self._poll_ops()
+        now = time.monotonic()
+        if now >= self._next_deadline_check:
+            self._check_deadlines(now)
+            self._next_deadline_check = now + 0.05
+        return did
+
+    def help_until(self, done: Callable[[], bool], deadline: float, what: str, timeout: float) -> None:
+        """Progress from the calling thread until ``done()``; the MPI way to wait with low latency.
+
+        Raises :class:`~gpupart.CommTimeoutError` at ``deadline`` (a ``time.monotonic()``).
+        """
+        with self.helping():
+            while not done():
+                if time.monotonic() > deadline:
+                    raise CommTimeoutError(what, timeout)
+                if not self._thread.is_alive():
+                    if self._error is not None:
+                        raise self._error
+                    raise PeerLostError(self.rank, "this rank's runtime was closed")
+                if self._pump_lock.acquire(blocking=False):
+                    try:
+                        self.pump()
+                    finally:
+                        self._pump_lock.release()
+                else:
+                    time.sleep(0)
 
     def _receive_unexpected(self) -> bool:
         did = False
-        for kind, handler in self._handlers.items():
-            for _ in range(64):
-                found = self.transport.probe(kind)
-                if found is None:
-                    break
-                tag, length, handle = found
-                _, sender, seq = split_tag(tag)
-                buffer = np.empty(max(length, 1), dtype=np.uint8)[:length]
-                request = self.transport.recv_probed(handle, buffer)
-                did = True
-                if sender in self._lost:
-                    continue
-                self._ops.append(_Incoming(request, buffer, sender, seq, handler))
+        while (found := self.transport.probe()) is not None:
+            tag, length, handle = found
+            kind, sender, seq = split_tag(tag)
+            buffer = np.empty(max(length, 1), dtype=np.uint8)[:length]
+            request = self.transport.recv_probed(handle, buffer)
+            did = True
+            handler = self._handlers.get(kind)  # type: ignore[call-overload]
+            if handler is None:
+                logger.warning("dropped a message of unknown kind %d from rank %d", kind, sender)
+                continue
+            if sender in self._lost:
+                continue
+            incoming = _Incoming(request, buffer, sender, seq, handler)
+            try:
+                finished = incoming.poll()  # eager messages are already complete
+            except Exception as exc:
+                incoming.fail(exc)
+                continue
+            if not finished:
+                self._ops.append(incoming)
         return did
 
     def _poll_ops(self) -> bool:

@@ -1,12 +1,13 @@
 """Consumer-scheduled tile fetch: request/response over UCX tags, payloads never pickled.
 
 The consumer decides what to fetch and when. For each owner it sends one *request* naming a
-batch of tiles, after posting a receive for every payload straight into its destination
-buffer (the caller's ``out`` or a new buffer on the consumer's device). The owner's progress
-thread answers with one *response* (a status per tile) and then sends each tile from the
-tile's own memory once the tile's ready event has completed: large tiles one message each,
-zero-copy; small tiles (``<= pack_threshold`` bytes) gathered into *packs* so that thousands
-of small tiles cost a few messages, not thousands of per-message Python steps.
+batch of tiles, after posting a receive for every reply straight into its destination
+(the caller's ``out`` or a new buffer on the consumer's device), so nothing it asked for
+arrives unexpected and no reply needs a probe. The owner's progress thread answers with a
+*status* message (one byte per tile) and then sends each tile from the tile's own memory
+once the tile's ready event has completed: large tiles one message each, zero-copy; small
+tiles (``<= pack_threshold`` bytes) gathered into *packs* so that thousands of small tiles
+cost a few messages and a few vectorised copies, not thousands of per-message Python steps.
 
 Wire format (little-endian), tags from :mod:`gpupart.cluster.tags`:
 
@@ -17,25 +18,27 @@ Request, tag ``(REQUEST, consumer, batch)``::
     items   n_items x (u64 tile_id | u64 nbytes | i32 pack (-1 = sent alone) | u64 offset)
     packs   n_packs x (u64 nbytes)
 
-Response, tag ``(RESPONSE, owner, batch)``::
+Replies, all into posted receives:
 
-    header  magic b"GPRS" | u16 version=1 | u16 flags=0 | u32 n_items | u32 batch_status
-    status  n_items x u8   (0 ok, 1 no such tile, 2 size mismatch, 3 malformed, 4 internal)
-    errors  u32 n | n x (u32 item | u32 length | utf-8 text)   (batch error: item 0xFFFFFFFF)
+* status, tag ``(DATA, owner, batch)``: ``n_items`` bytes, one code per item (0 ok,
+  1 no such tile, 2 size mismatch, 4 internal error), always sent first;
+* pack ``j``, tag ``(DATA, owner, pack_seq0 + j)``: exactly the announced length, each item
+  at its offset (offsets are multiples of :data:`PACK_ALIGN`; failed items' bytes are
+  undefined);
+* tile ``i`` sent alone, tag ``(DATA, owner, item_seq0 + i)``: its bytes; nothing is sent
+  for a failed item, whose receive the consumer cancels after reading the status.
 
-Data, tag ``(DATA, owner, item_seq0 + i)`` for tile ``i`` sent alone and
-``(DATA, owner, pack_seq0 + j)`` for pack ``j``: raw bytes. A pack always has the length the
-consumer announced (failed items leave their region unwritten), and no message is sent for
-a failed item sent alone, whose posted receive the consumer cancels on reading the response.
-A request the owner cannot parse gets a response with ``batch_status = 3`` and no data.
+A request the owner cannot parse gets no status but a *rejection*, tag
+``(RESPONSE, owner, batch)`` (found by probing): ``magic b"GPRJ" | utf-8 reason``. The
+consumer then fails the batch and cancels its receives; the owner goes on serving.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +55,8 @@ from gpupart.errors import (
     TileNotFoundError,
 )
 
+logger = logging.getLogger("gpupart.fetch")
+
 __all__ = [
     "FetchBatch",
     "FetchItem",
@@ -63,15 +68,14 @@ __all__ = [
 ]
 
 _REQ_HEADER = struct.Struct("<4sHHIIQQ")
-_RESP_HEADER = struct.Struct("<4sHHII")
-_REQ_MAGIC, _RESP_MAGIC, _VERSION = b"GPRQ", b"GPRS", 1
+_REQ_MAGIC, _REJECT_MAGIC, _VERSION = b"GPRQ", b"GPRJ", 1
 _ITEM = np.dtype([("tile_id", "<u8"), ("nbytes", "<u8"), ("pack", "<i4"), ("offset", "<u8")])
 _PACK = np.dtype("<u8")
-_BATCH_ITEM = 0xFFFFFFFF
 #: Alignment of tiles inside a pack, so views into it are aligned for every dtype.
 PACK_ALIGN = 64
+_ZEROS = np.zeros(PACK_ALIGN, dtype=np.uint8)
 
-OK, NOT_FOUND, SIZE_MISMATCH, MALFORMED, INTERNAL = range(5)
+OK, NOT_FOUND, SIZE_MISMATCH, INTERNAL = 0, 1, 2, 4
 
 
 # -- wire format --------------------------------------------------------------------------
@@ -89,9 +93,7 @@ class Request:
 
 def encode_request(items: np.ndarray, packs: np.ndarray, item_seq0: int, pack_seq0: int) -> bytes:
     """Serialise a request; ``items`` has the wire item dtype, ``packs`` u64 lengths."""
-    header = _REQ_HEADER.pack(
-        _REQ_MAGIC, _VERSION, 0, len(items), len(packs), item_seq0, pack_seq0
-    )
+    header = _REQ_HEADER.pack(_REQ_MAGIC, _VERSION, 0, len(items), len(packs), item_seq0, pack_seq0)
     return header + items.astype(_ITEM, copy=False).tobytes() + packs.astype(_PACK).tobytes()
 
 
@@ -113,61 +115,43 @@ def parse_request(payload: np.ndarray | bytes) -> Request:
             f"request: expected {want} bytes for {n_items} items and {n_packs} packs,"
             f" found {len(raw)} (truncated or padded)"
         )
+    if n_items == 0:
+        raise ProtocolViolationError("request: expected at least one item, found none")
     off = _REQ_HEADER.size
     items = np.frombuffer(raw, dtype=_ITEM, count=n_items, offset=off)
     packs = np.frombuffer(raw, dtype=_PACK, count=n_packs, offset=off + n_items * _ITEM.itemsize)
-    in_pack = items["pack"] >= 0
-    if np.any(items["pack"][in_pack] >= n_packs) or np.any(items["pack"] < -1):
+    pack = items["pack"]
+    if n_items > 4 or n_packs:  # small requests: the vectorised checks cost more than they save
+        in_pack = pack >= 0
+        if np.any(pack < -1) or np.any(pack[in_pack] >= n_packs):
+            raise ProtocolViolationError("request: an item names a pack that does not exist")
+        if np.any(in_pack):
+            ends = items["offset"][in_pack] + items["nbytes"][in_pack]
+            if np.any(ends > packs[pack[in_pack]]):
+                raise ProtocolViolationError("request: an item does not fit inside its pack")
+    elif np.any(pack != -1):
         raise ProtocolViolationError("request: an item names a pack that does not exist")
-    if np.any(in_pack):
-        ends = items["offset"][in_pack] + items["nbytes"][in_pack]
-        if np.any(ends > packs[items["pack"][in_pack]]):
-            raise ProtocolViolationError("request: an item does not fit inside its pack")
     return Request(items=items, packs=packs, item_seq0=item_seq0, pack_seq0=pack_seq0)
 
 
-def encode_response(status: np.ndarray, errors: dict[int, str], batch_status: int = OK) -> bytes:
-    """Serialise a response."""
-    parts = [
-        _RESP_HEADER.pack(_RESP_MAGIC, _VERSION, 0, len(status), batch_status),
-        status.astype(np.uint8).tobytes(),
-        struct.pack("<I", len(errors)),
-    ]
-    for index, text in errors.items():
-        blob = text.encode("utf-8", errors="replace")[:4096]
-        parts.append(struct.pack("<II", index, len(blob)))
-        parts.append(blob)
-    return b"".join(parts)
+def encode_rejection(reason: str) -> bytes:
+    """Serialise a rejection of an unparseable request."""
+    return _REJECT_MAGIC + reason.encode("utf-8", errors="replace")[:4096]
 
 
-def parse_response(payload: np.ndarray | bytes) -> tuple[np.ndarray, dict[int, str], int]:
-    """Parse a response into ``(status per item, error texts, batch status)``."""
-    raw = memoryview(payload).cast("B")
-    try:
-        magic, version, _flags, n_items, batch_status = _RESP_HEADER.unpack_from(raw)
-        if magic != _RESP_MAGIC or version != _VERSION:
-            raise ProtocolViolationError(f"response: bad magic/version {magic!r} {version}")
-        off = _RESP_HEADER.size
-        status = np.frombuffer(raw, dtype=np.uint8, count=n_items, offset=off).copy()
-        off += n_items
-        (n_err,) = struct.unpack_from("<I", raw, off)
-        off += 4
-        errors: dict[int, str] = {}
-        for _ in range(n_err):
-            index, length = struct.unpack_from("<II", raw, off)
-            off += 8
-            errors[index] = bytes(raw[off : off + length]).decode("utf-8", errors="replace")
-            off += length
-    except (struct.error, ValueError) as exc:
-        raise ProtocolViolationError(f"response: malformed ({exc})") from exc
-    return status, errors, batch_status
+def parse_rejection(payload: np.ndarray | bytes) -> str:
+    """The reason carried by a rejection."""
+    raw = bytes(memoryview(payload).cast("B"))
+    if raw[:4] != _REJECT_MAGIC:
+        raise ProtocolViolationError(f"rejection: expected magic {_REJECT_MAGIC!r}, found {raw[:4]!r}")
+    return raw[4:].decode("utf-8", errors="replace")
 
 
 # -- owner side ---------------------------------------------------------------------------
 
 
 class _ServeBatch(Operation):
-    """Owner side of one request: wait for tiles to be ready, then send response and data."""
+    """Owner side of one request: wait for tiles to be ready, then send status and data."""
 
     def __init__(self, server: TileServer, consumer: int, batch: int, request: Request):
         self.server = server
@@ -175,135 +159,122 @@ class _ServeBatch(Operation):
         self.batch = batch
         self.request = request
         self.what = f"serving fetch batch {batch} to rank {consumer}"
-        self.tiles: list[Any] = []
-        self.status = np.zeros(len(request.items), dtype=np.uint8)
-        self.errors: dict[int, str] = {}
         self.sends: list[Any] = []
         self.keep: list[Any] = []  # buffers that must outlive their sends
         self.started = False
         self._checked = 0  # sends before this index have completed and were checked
         store = server.store
-        for i, (tile_id, nbytes, _pack, _off) in enumerate(request.items.tolist()):
-            try:
-                tile = store.get(tile_id)
-            except TileNotFoundError as exc:
-                self.status[i], self.errors[i] = NOT_FOUND, str(exc)
-                self.tiles.append(None)
-                continue
-            if tile.nbytes != nbytes:
+        ids = request.items["tile_id"].tolist()
+        sizes = request.items["nbytes"].tolist()
+        self.tiles: list[Any] = store.lookup(ids)
+        self.status = np.zeros(len(ids), dtype=np.uint8)
+        for i, tile in enumerate(self.tiles):
+            if tile is None:
+                self.status[i] = NOT_FOUND
+            elif tile.nbytes != sizes[i]:
                 self.status[i] = SIZE_MISMATCH
-                self.errors[i] = (
-                    f"tile {tile_id} on rank {store.owner}: expected {nbytes} bytes (as the"
-                    f" handle says), found {tile.nbytes}"
-                )
-                self.tiles.append(None)
-                continue
-            self.tiles.append(tile)
+                self.tiles[i] = None
 
     def poll(self) -> bool:
         if not self.started:
             if not all(t is None or t.ready() for t in self.tiles):
                 return False
-            self._send_all()
             self.started = True
-        while self._checked < len(self.sends) and self.sends[self._checked].completed:
-            UCXTransport.check(self.sends[self._checked])
+            self._send_all()
+        sends = self.sends
+        while self._checked < len(sends) and sends[self._checked].completed:
+            UCXTransport.check(sends[self._checked])
             self._checked += 1
-        if self._checked < len(self.sends):
+        if self._checked < len(sends):
             return False
-        self.sends.clear()
+        sends.clear()
         self.keep.clear()
         return True
 
+    def _send(self, seq: int, buffer: Any) -> None:
+        tag = make_tag(Kind.DATA, self.server.store.owner, seq)
+        self.keep.append(buffer)
+        self.sends.append(self.server.transport.send(self.peer, tag, buffer))
+
     def _send_all(self) -> None:
-        transport, me = self.server.transport, self.server.store.owner
-        response = encode_response(self.status, self.errors)
-        self.keep.append(response)
-        self.sends.append(transport.send(self.peer, make_tag(Kind.RESPONSE, me, self.batch), response))
         req = self.request
-        items = req.items
-        packs: list[Any] = [None] * len(req.packs)
-        for i, tile in enumerate(self.tiles):
-            if tile is None or tile.nbytes == 0:
+        self._send(self.batch, self.status)
+        packs = req.items["pack"].tolist()
+        offsets = req.items["offset"].tolist()
+        members: list[list[int]] = [[] for _ in range(len(req.packs))]
+        for i, (tile, pack) in enumerate(zip(self.tiles, packs, strict=True)):
+            if pack >= 0:
+                members[pack].append(i)
+            elif tile is not None and tile.nbytes:
+                self._send(req.item_seq0 + i, tile.data)
+        for j, indices in enumerate(members):
+            length = int(req.packs[j])
+            if length:
+                self._send(req.pack_seq0 + j, self._pack(indices, offsets, length))
+
+    def _pack(self, indices: list[int], offsets: list[int], length: int) -> Any:
+        """Gather the pack's tiles into one buffer with a single vectorised copy."""
+        parts: list[Any] = []
+        cursor = 0
+        for i in indices:
+            tile = self.tiles[i]
+            if tile is None:
                 continue
-            pack = int(items["pack"][i])
-            if pack < 0:
-                tag = make_tag(Kind.DATA, me, req.item_seq0 + i)
-                self.keep.append(tile.data)
-                self.sends.append(transport.send(self.peer, tag, tile.data))
-                continue
-            if packs[pack] is None:
-                packs[pack] = self.server.allocate_pack(int(req.packs[pack]), tile.data)
-            start = int(items["offset"][i])
-            _copy_bytes(packs[pack], start, tile.data)
-        for j, buf in enumerate(packs):
-            if buf is None:
-                if int(req.packs[j]) == 0:
-                    continue
-                buf = np.zeros(int(req.packs[j]), dtype=np.uint8)  # all items failed
-            self.keep.append(buf)
-            self.sends.append(transport.send(self.peer, make_tag(Kind.DATA, me, req.pack_seq0 + j), buf))
+            gap = offsets[i] - cursor
+            while gap > 0:  # alignment padding (or the room of a failed item)
+                step = min(gap, PACK_ALIGN)
+                parts.append(_ZEROS[:step])
+                gap -= step
+            parts.append(tile.data)
+            cursor = offsets[i] + tile.nbytes
+        if not parts:
+            return np.zeros(length, dtype=np.uint8)
+        if cursor < length:
+            parts.append(np.zeros(length - cursor, dtype=np.uint8))
+        return _concatenate(parts)
 
     def fail(self, exc: BaseException) -> None:
         self.sends.clear()  # dropping the requests cancels them
         self.keep.clear()
 
 
-def _copy_bytes(dst: Any, start: int, src: Any) -> None:
-    """Copy the flat byte view ``src`` into ``dst[start:]`` across host/device as needed."""
-    n = src.shape[0]
-    if type(dst) is type(src):
-        dst[start : start + n] = src
-    elif isinstance(dst, np.ndarray):  # device tile into a host pack
-        dst[start : start + n] = src.get()
-    else:  # host tile into a device pack
-        dst[start : start + n].set(src)
+def _concatenate(parts: list[Any]) -> Any:
+    """Concatenate flat byte views, on the device when any of them is a device array."""
+    if all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts)
+    import cupy  # a non-NumPy tile on the owner is a CuPy one
+
+    return cupy.concatenate([cupy.asarray(p) for p in parts])
 
 
 class TileServer:
     """Owner side: answers requests for the tiles in ``store`` from the progress thread."""
 
-    def __init__(
-        self,
-        store: TileStore,
-        transport: UCXTransport,
-        engine: ProgressEngine,
-        allocate_pack: Callable[[int, Any], Any] | None = None,
-    ) -> None:
+    def __init__(self, store: TileStore, transport: UCXTransport, engine: ProgressEngine) -> None:
         self.store = store
         self.transport = transport
         self.engine = engine
-        self.allocate_pack = allocate_pack or _allocate_like
         engine.on(Kind.REQUEST, self.handle_request)
 
     def handle_request(self, consumer: int, batch: int, payload: np.ndarray) -> None:
-        """Parse one request and start serving it; reject malformed ones with a response."""
+        """Parse one request and start serving it; reject malformed ones, keep serving."""
         try:
             request = parse_request(payload)
         except ProtocolViolationError as exc:
-            me = self.store.owner
-            response = encode_response(
-                np.zeros(0, dtype=np.uint8), {_BATCH_ITEM: str(exc)}, batch_status=MALFORMED
-            )
-            send = self.transport.send(consumer, make_tag(Kind.RESPONSE, me, batch), response)
-            self.engine.submit(_Sent(consumer, send, response))
+            logger.warning("rank %d sent a malformed request: %s", consumer, exc)
+            rejection = encode_rejection(str(exc))
+            tag = make_tag(Kind.RESPONSE, self.store.owner, batch)
+            self.engine.track(_Sent(consumer, self.transport.send(consumer, tag, rejection), rejection))
             return
-        self.engine.submit(_ServeBatch(self, consumer, batch, request))
-
-
-def _allocate_like(nbytes: int, example: Any) -> Any:
-    """A pack buffer in the same kind of memory as ``example`` (a tile's byte view)."""
-    if isinstance(example, np.ndarray):
-        return np.empty(nbytes, dtype=np.uint8)
-    import cupy  # a non-NumPy tile on the owner is a CuPy one
-
-    return cupy.empty(nbytes, dtype=cupy.uint8)
+        serve = _ServeBatch(self, consumer, batch, request)
+        if not serve.poll():  # ready tiles go out now, not on the next round
+            self.engine.track(serve)
 
 
 class _Sent(Operation):
     """Keeps a send's buffer alive until UCX is done with it."""
 
-    what = "sending a response"
+    what = "sending a rejection"
 
     def __init__(self, peer: int, request: Any, buffer: Any):
         self.peer = peer
@@ -325,14 +296,13 @@ class FetchItem:
     """One tile of a batch as the consumer sees it."""
 
     handle: Handle
-    future: Future
-    result: Any  # the array handed to the caller
-    target: Any  # flat byte view receiving the data (result's, or None when packed)
+    future: Any  # a Future, or a ResultSlot for Runtime.get
+    result: Any  # the array handed to the caller (None while packed)
+    target: Any  # flat byte view receiving the data (None when packed)
     out: Any = None  # caller's buffer when the item is packed and must be copied out
     pack: int = -1
     offset: int = 0
     request: Any = None
-    done: bool = False
 
 
 class FetchBatch(Operation):
@@ -352,106 +322,130 @@ class FetchBatch(Operation):
         self.batch = batch
         self.items = items
         self.packs = packs
-        self.pack_requests: list[Any] = []
-        self.send_request: Any = None
-        self.request_bytes: bytes = b""
-        self.response: tuple[np.ndarray, dict[int, str], int] | None = None
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self.what = f"fetching {len(items)} tile(s) from rank {owner}"
+        self.status = np.empty(len(items), dtype=np.uint8)
+        self.rejection: str | None = None
+        self._status_request: Any = None
+        self._pack_requests: list[Any] = []
+        self._pack_members: list[list[FetchItem]] = [[] for _ in packs]
+        self._alone: list[FetchItem] = []  # items sent alone, still pending
+        self._send: Any = None
+        self._request_bytes = b""
         self._on_finish = on_finish
-        self._pending = len(items)
+        self.finished = False
 
     def post(self, transport: UCXTransport, me: int, item_seq0: int, pack_seq0: int) -> None:
-        """Post every receive, then the request (so no payload can arrive unexpected)."""
-        wire = np.zeros(len(self.items), dtype=_ITEM)
+        """Post every receive, then the request (so no reply can arrive unexpected)."""
+        owner = self.peer
+        self._status_request = transport.recv(make_tag(Kind.DATA, owner, self.batch), self.status)
+        wire = np.empty(len(self.items), dtype=_ITEM)
+        wire["tile_id"] = [it.handle.tile_id for it in self.items]
+        wire["nbytes"] = [it.handle.nbytes for it in self.items]
+        wire["pack"] = [it.pack for it in self.items]
+        wire["offset"] = [it.offset for it in self.items]
         for i, item in enumerate(self.items):
-            wire[i] = (item.handle.tile_id, item.handle.nbytes, item.pack, item.offset)
-            if item.pack < 0 and item.handle.nbytes:
-                item.request = transport.recv(make_tag(Kind.DATA, self.peer, item_seq0 + i), item.target)
+            if item.pack >= 0:
+                self._pack_members[item.pack].append(item)
+                continue
+            if item.handle.nbytes:
+                item.request = transport.recv(make_tag(Kind.DATA, owner, item_seq0 + i), item.target)
+            self._alone.append(item)
         for j, buf in enumerate(self.packs):
-            self.pack_requests.append(transport.recv(make_tag(Kind.DATA, self.peer, pack_seq0 + j), buf))
-        lengths = np.array([b.shape[0] for b in self.packs], dtype=_PACK)
-        self.request_bytes = encode_request(wire, lengths, item_seq0, pack_seq0)
-        self.send_request = transport.send(
-            self.peer, make_tag(Kind.REQUEST, me, self.batch), self.request_bytes
-        )
+            self._pack_requests.append(transport.recv(make_tag(Kind.DATA, owner, pack_seq0 + j), buf))
+        lengths = np.fromiter((b.shape[0] for b in self.packs), dtype=_PACK, count=len(self.packs))
+        self._request_bytes = encode_request(wire, lengths, item_seq0, pack_seq0)
+        self._send = transport.send(owner, make_tag(Kind.REQUEST, me, self.batch), self._request_bytes)
 
-    def on_response(self, payload: np.ndarray) -> None:
-        """Record the owner's response (called from the engine thread)."""
-        self.response = parse_response(payload)
+    def on_rejection(self, payload: np.ndarray) -> None:
+        """The owner could not parse the request (called on a progressing thread)."""
+        self.rejection = parse_rejection(payload)
 
     def poll(self) -> bool:
-        if self.response is None:
+        if self.rejection is not None:
+            raise FetchError(f"rank {self.peer} rejected the request: {self.rejection}")
+        if not self._status_request.completed:
             return False
-        status, errors, batch_status = self.response
-        if batch_status != OK:
-            raise FetchError(
-                f"rank {self.peer} rejected the request as malformed: {errors.get(_BATCH_ITEM, '')}"
-            )
-        if len(status) != len(self.items):
-            raise ProtocolViolationError(
-                f"response from rank {self.peer}: expected {len(self.items)} statuses,"
-                f" found {len(status)}"
-            )
-        packs_done = [r is None or r.completed for r in self.pack_requests]
-        for i, item in enumerate(self.items):
-            if item.done:
+        if self._send is not None:  # first poll after the status arrived
+            UCXTransport.check(self._send)
+            UCXTransport.check(self._status_request)
+            self._send = None
+            self._request_bytes = b""
+            self._fail_reported()
+        for j, members in enumerate(self._pack_members):
+            request = self._pack_requests[j]
+            if not members or request is None or not request.completed:
                 continue
-            code = int(status[i])
-            if code != OK:
-                item.request = None  # cancels the receive: nothing will be sent for it
-                self._finish(item, exc=_error_for(code, item.handle, errors.get(i, "")))
-                continue
-            if item.pack >= 0:
-                if not packs_done[item.pack]:
-                    continue
-                UCXTransport.check(self.pack_requests[item.pack])
-                view = self.packs[item.pack][item.offset : item.offset + item.handle.nbytes]
-                self._finish(item, value=_shape(view, item))
-            elif item.request is None or item.request.completed:
+            UCXTransport.check(request)
+            self._pack_requests[j] = None
+            pack = self.packs[j]
+            for item in members:
+                if not item.future.done():
+                    self._resolve_packed(item, pack)
+            members.clear()
+        if self._alone:
+            keep = []
+            for item in self._alone:
                 if item.request is not None:
+                    if not item.request.completed:
+                        keep.append(item)
+                        continue
                     UCXTransport.check(item.request)
                     item.request = None
-                self._finish(item, value=item.result)
-        if self._pending:
+                if not item.future.done():
+                    item.future.set_result(item.result)
+            self._alone = keep
+        if self._alone or any(self._pack_members):
             return False
-        self._on_finish(self)
+        self._done()
         return True
 
-    def _finish(self, item: FetchItem, *, value: Any = None, exc: BaseException | None = None) -> None:
-        item.done = True
-        self._pending -= 1
-        if item.future.cancelled():
-            return
-        if exc is not None:
-            item.future.set_exception(exc)
-        else:
-            item.future.set_result(value)
+    def _fail_reported(self) -> None:
+        """Fail the items the owner's status marks as failed; cancel their receives."""
+        for index in np.flatnonzero(self.status).tolist():
+            item = self.items[index]
+            item.request = None  # cancels the receive: nothing will be sent for it
+            if not item.future.done():
+                item.future.set_exception(_error_for(int(self.status[index]), item.handle))
+        if self._alone:
+            self._alone = [it for it in self._alone if not it.future.done()]
+
+    @staticmethod
+    def _resolve_packed(item: FetchItem, pack: Any) -> None:
+        h = item.handle
+        view = pack[item.offset : item.offset + h.nbytes].view(h.dtype).reshape(h.shape, order=h.order)
+        if item.out is not None:
+            item.out[...] = view
+            view = item.out
+        item.future.set_result(view)
+
+    def _done(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self._on_finish(self)
 
     def fail(self, exc: BaseException) -> None:
         for item in self.items:
             item.request = None
-            if not item.done:
-                self._finish(item, exc=exc)
-        self.pack_requests.clear()
-        self._on_finish(self)
+            if not item.future.done():
+                item.future.set_exception(exc)
+        self._pack_requests.clear()
+        self._alone.clear()
+        for members in self._pack_members:
+            members.clear()
+        self._done()
 
 
-def _shape(view: Any, item: FetchItem) -> Any:
-    """Turn a pack's byte range into the item's array (or copy it into the caller's ``out``)."""
-    h = item.handle
-    arr = view.view(np.dtype(h.dtype)).reshape(h.shape, order=h.order)
-    if item.out is None:
-        return arr
-    item.out[...] = arr
-    return item.out
-
-
-def _error_for(code: int, handle: Handle, text: str) -> GpupartError:
+def _error_for(code: int, handle: Handle) -> GpupartError:
     if code == NOT_FOUND:
-        return TileNotFoundError(handle.owner, handle.tile_id, "")
-    return FetchError(f"rank {handle.owner} could not send tile {handle.tile_id}: {text}")
+        return TileNotFoundError(handle.owner, handle.tile_id)
+    if code == SIZE_MISMATCH:
+        return FetchError(
+            f"tile {handle.tile_id} on rank {handle.owner} is not the size its handle says"
+            f" ({handle.nbytes} bytes): the handle is stale or forged"
+        )
+    return FetchError(f"rank {handle.owner} could not send tile {handle.tile_id} (code {code})")
 
 
 def plan_packs(
@@ -478,4 +472,3 @@ def plan_packs(
         lengths[-1] = cursor
         cursor = -(-cursor // PACK_ALIGN) * PACK_ALIGN
     return pack_of, offset, lengths
-

@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any
 
 import numpy as np
@@ -24,10 +23,10 @@ from gpupart.cluster.coordinator import COORDINATOR_RANK, Coordinator, Coordinat
 from gpupart.cluster.engine import ProgressEngine
 from gpupart.cluster.fetch import FetchBatch, FetchItem, TileServer, plan_packs
 from gpupart.cluster.options import RuntimeOptions
+from gpupart.cluster.results import ResultSlot, futures_sharing_condition
 from gpupart.cluster.tags import MAX_RANKS, Kind
 from gpupart.cluster.tiles import Handle, Tile, TileStore, byte_view
 from gpupart.errors import (
-    CommTimeoutError,
     GpupartError,
     NotInitializedError,
     TileNotFoundError,
@@ -139,8 +138,8 @@ class Runtime:
         for entry in table:
             if entry["rank"] != self.rank:
                 transport.connect(entry["rank"], entry["address"])
-        self._server = TileServer(self.store, transport, engine, self._allocate_pack)
-        engine.on(Kind.RESPONSE, self._on_response)
+        self._server = TileServer(self.store, transport, engine)
+        engine.on(Kind.RESPONSE, self._on_rejection)
         self._coordinator_rank = 0 if spec.launcher in ("slurm", "mpi") else COORDINATOR_RANK
 
     def _serve_coordinator_for(self, spec: bootstrap.JobSpec):
@@ -242,37 +241,62 @@ class Runtime:
         may be in flight. Each tile lands directly in a buffer on this process's device:
         ``out[i]`` when given (same shape and dtype, contiguous) or a new one. A handle to
         a tile of this rank resolves to the tile itself (no copy) unless ``out`` is given.
+        Errors (unknown or freed tile, lost owner, timeout) are set on the futures.
         """
         self._check_open()
         handles = [handles] if isinstance(handles, Handle) else list(handles)
         outs = self._check_fetch_args(handles, out)
-        futures: list[Future] = [Future() for _ in handles]
-        remote: dict[int, list[int]] = {}
-        for i, h in enumerate(handles):
-            if h.owner == self.rank:
-                self._fetch_local(h, futures[i], outs[i])
-            else:
-                remote.setdefault(h.owner, []).append(i)
-        for owner, indices in remote.items():
-            self._fetch_remote(owner, [handles[i] for i in indices],
-                               [futures[i] for i in indices], [outs[i] for i in indices])
+        futures = futures_sharing_condition(len(handles))
+        self._start_fetch(handles, outs, futures)
         return futures
 
     def get(
         self, handles: Handle | Sequence[Handle], out: Any = None, timeout: float | None = None
     ) -> Any:
-        """Fetch and wait: one array for one handle, a list for a sequence of handles."""
+        """Fetch and wait: one array for one handle, a list for a sequence of handles.
+
+        The calling thread progresses the transport while it waits (no hand-off to the
+        progress thread), which is what makes small fetches fast. Raises the first error
+        among the tiles, or :class:`~gpupart.CommTimeoutError` after ``timeout`` seconds
+        (default ``fetch_timeout``).
+        """
+        self._check_open()
         single = isinstance(handles, Handle)
-        futures = self.fetch(handles, out=out)
+        handles = [handles] if single else list(handles)
+        outs = self._check_fetch_args(handles, out)
         limit = self.options.fetch_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
-        results = []
-        for fut in futures:
-            try:
-                results.append(fut.result(timeout=max(0.0, deadline - time.monotonic())))
-            except FutureTimeoutError:
-                raise CommTimeoutError("get: waiting for tiles", limit) from None
+        slots = [ResultSlot() for _ in handles]
+        engine = self._engine
+        if engine is None:
+            self._start_fetch(handles, outs, slots)
+        else:
+            with engine.helping():  # this thread progresses: no hand-off to the engine thread
+                ops = self._start_fetch(handles, outs, slots)
+                engine.help_until(
+                    lambda: all(op.finished for op in ops), deadline, "get: waiting for tiles", limit
+                )
+        results = [slot.result() for slot in slots]
         return results[0] if single else results
+
+    def _start_fetch(self, handles: list[Handle], outs: list[Any], sinks: list[Any]) -> list[FetchBatch]:
+        remote: dict[int, list[int]] = {}
+        for i, h in enumerate(handles):
+            if h.owner == self.rank:
+                self._fetch_local(h, sinks[i], outs[i])
+            else:
+                remote.setdefault(h.owner, []).append(i)
+        ops = []
+        for owner, indices in remote.items():
+            op = self._fetch_remote(
+                owner,
+                [handles[i] for i in indices],
+                [sinks[i] for i in indices],
+                [outs[i] for i in indices],
+            )
+            if op is not None:
+                ops.append(op)
+        return ops
 
     def _check_fetch_args(self, handles: list[Any], out: Any) -> list[Any]:
         for i, h in enumerate(handles):
@@ -337,13 +361,15 @@ class Runtime:
                 self._seq = itertools.count(first + n)
         return first
 
-    def _fetch_remote(self, owner: int, handles: list[Handle], futures: list[Future], outs: list[Any]) -> None:
+    def _fetch_remote(
+        self, owner: int, handles: list[Handle], futures: list[Any], outs: list[Any]
+    ) -> FetchBatch | None:
         engine, transport = self._engine, self._transport
         lost = engine.lost_error(owner) if engine is not None else None
         if lost is not None:
             for fut in futures:
                 fut.set_exception(lost)
-            return
+            return None
         opts = self.options
         nbytes = [h.nbytes for h in handles]
         eligible = [0 < n <= opts.pack_threshold for n in nbytes]
@@ -365,21 +391,17 @@ class Runtime:
         self._batches[key] = op
         op.post(transport, self.rank, batch + 1, batch + 1 + len(items))
         engine.submit(op)
+        return op
 
-    def _on_response(self, owner: int, batch: int, payload: np.ndarray) -> None:
+    def _on_rejection(self, owner: int, batch: int, payload: np.ndarray) -> None:
         op = self._batches.get((owner, batch))
         if op is None:
-            logger.debug("late response from rank %d for batch %d ignored", owner, batch)
+            logger.debug("late rejection from rank %d for batch %d ignored", owner, batch)
             return
         try:
-            op.on_response(payload)
+            op.on_rejection(payload)
         except GpupartError as exc:
             op.fail(exc)
-
-    def _allocate_pack(self, nbytes: int, example: Any) -> Any:
-        if backends.is_cuda_array(example):
-            return self.backend.empty((nbytes,), np.uint8)
-        return np.empty(nbytes, dtype=np.uint8)
 
     # -- collectives ----------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The 64-bit UCX tag layout every gpupart message uses.
 
 ``kind:4 | sender rank:24 | sequence:36``. The *kind* says which protocol the message
-belongs to, the *sender* lets a worker-level receive tell peers apart, and the *sequence* is
+belongs to (kinds with the top bit set arrive unannounced and are found with one probe of
+:data:`UNEXPECTED_MASK`; the others land in receives posted in advance), the *sender* lets a worker-level receive tell peers apart, and the *sequence* is
 chosen by whoever expects the message (a consumer's fetch batch, a collective's number), so
 every (kind, sender, sequence) triple in flight is unique.
 """
@@ -10,23 +11,33 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["KIND_MASK", "MAX_RANKS", "SEQ_MASK", "Kind", "make_tag", "split_tag"]
+__all__ = [
+    "KIND_MASK",
+    "MAX_RANKS",
+    "SEQ_MASK",
+    "UNEXPECTED_MASK",
+    "Kind",
+    "make_tag",
+    "split_tag",
+]
 
 _KIND_SHIFT = 60
 _RANK_SHIFT = 36
 SEQ_MASK = (1 << _RANK_SHIFT) - 1
 MAX_RANKS = 1 << 24
 KIND_MASK = 0xF << _KIND_SHIFT
+#: Tag bit shared by every kind that arrives without a posted receive.
+UNEXPECTED_MASK = 0x8 << _KIND_SHIFT
 
 
 class Kind(enum.IntEnum):
     """Message kinds (the top four bits of a tag)."""
 
-    REQUEST = 1  #: consumer -> owner: a batch of tile requests
-    RESPONSE = 2  #: owner -> consumer: per-item status of a batch
-    DATA = 3  #: owner -> consumer: tile bytes (one tile, or a pack of small tiles)
-    COLLECTIVE = 4  #: collective operation payloads
-    FINALIZE = 5  #: the closing barrier (kept apart from user collectives)
+    DATA = 1  #: owner -> consumer: tile bytes (one tile, or a pack), into a posted receive
+    REQUEST = 8  #: consumer -> owner: a batch of tile requests
+    RESPONSE = 9  #: owner -> consumer: per-item status of a batch
+    COLLECTIVE = 10  #: collective operation payloads
+    FINALIZE = 11  #: the closing barrier (kept apart from user collectives)
 
 
 def make_tag(kind: Kind, sender: int, seq: int) -> int:

@@ -88,6 +88,12 @@ class TileStore:
             raise TileNotFoundError(self.owner, tile_id)
         return tile
 
+    def lookup(self, tile_ids: list[int]) -> list[Tile | None]:
+        """Look up many tiles at once (``None`` for unknown ids) under one lock."""
+        with self._lock:
+            get = self._tiles.get
+            return [get(t) for t in tile_ids]
+
     def remove(self, tile_id: int) -> Tile:
         """Forget a tile (in-flight sends keep their own reference until they complete)."""
         with self._lock:

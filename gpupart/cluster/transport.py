@@ -19,8 +19,8 @@ import os
 import select
 from typing import Any
 
+from gpupart.cluster.tags import UNEXPECTED_MASK
 from gpupart.errors import TransportError
-from gpupart.cluster.tags import KIND_MASK, Kind
 
 __all__ = ["UCXTransport"]
 
@@ -57,6 +57,8 @@ class UCXTransport:
         self._epoll_fd = self._worker.epoll_file_descriptor
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._endpoints: dict[int, Any] = {}
+        self._probe_tag = ucx.UCXXTag(UNEXPECTED_MASK)
+        self._probe_mask = ucx.UCXXTagMask(UNEXPECTED_MASK)
         self._closed = False
 
     # -- wiring ---------------------------------------------------------------------------
@@ -110,11 +112,9 @@ class UCXTransport:
         except self._ucx.UCXError as exc:
             raise TransportError(f"posting a receive failed: {exc}") from exc
 
-    def probe(self, kind: Kind) -> tuple[int, int, Any] | None:
-        """Take the next unexpected message of ``kind`` off the queue: ``(tag, length, handle)``."""
-        result = self._worker.tag_probe(
-            self._ucx.UCXXTag(int(kind) << 60), self._ucx.UCXXTagMask(KIND_MASK), True
-        )
+    def probe(self) -> tuple[int, int, Any] | None:
+        """Take the next unexpected message off the queue: ``(tag, length, handle)``."""
+        result = self._worker.tag_probe(self._probe_tag, self._probe_mask, True)
         if not result.matched:
             return None
         return int(result.sender_tag.value), int(result.length), result
