@@ -83,18 +83,48 @@ OK, NOT_FOUND, SIZE_MISMATCH, INTERNAL = 0, 1, 2, 4
 
 @dataclass(slots=True)
 class Request:
-    """A parsed request (see the module docstring)."""
+    """A parsed request (see the module docstring): one list per item field."""
 
-    items: np.ndarray
-    packs: np.ndarray
+    tile_ids: list[int]
+    nbytes: list[int]
+    packs: list[int]
+    offsets: list[int]
+    pack_lengths: list[int]
     item_seq0: int
     pack_seq0: int
 
 
-def encode_request(items: np.ndarray, packs: np.ndarray, item_seq0: int, pack_seq0: int) -> bytes:
-    """Serialise a request; ``items`` has the wire item dtype, ``packs`` u64 lengths."""
-    header = _REQ_HEADER.pack(_REQ_MAGIC, _VERSION, 0, len(items), len(packs), item_seq0, pack_seq0)
-    return header + items.astype(_ITEM, copy=False).tobytes() + packs.astype(_PACK).tobytes()
+_SMALL = 16  # requests with at most this many items are (de)coded with struct, not NumPy
+_ITEM_STRUCT = struct.Struct("<QQiQ")
+
+
+def encode_request(
+    tile_ids: Sequence[int],
+    nbytes: Sequence[int],
+    packs: Sequence[int],
+    offsets: Sequence[int],
+    pack_lengths: Sequence[int],
+    item_seq0: int,
+    pack_seq0: int,
+) -> bytes:
+    """Serialise a request (see the module docstring)."""
+    n = len(tile_ids)
+    header = _REQ_HEADER.pack(_REQ_MAGIC, _VERSION, 0, n, len(pack_lengths), item_seq0, pack_seq0)
+    if n <= _SMALL:
+        body = b"".join(
+            _ITEM_STRUCT.pack(t, b, p, o)
+            for t, b, p, o in zip(tile_ids, nbytes, packs, offsets, strict=True)
+        )
+    else:
+        wire = np.empty(n, dtype=_ITEM)
+        wire["tile_id"], wire["nbytes"], wire["pack"], wire["offset"] = (
+            tile_ids,
+            nbytes,
+            packs,
+            offsets,
+        )
+        body = wire.tobytes()
+    return header + body + struct.pack(f"<{len(pack_lengths)}Q", *pack_lengths)
 
 
 def parse_request(payload: np.ndarray | bytes) -> Request:
@@ -118,20 +148,25 @@ def parse_request(payload: np.ndarray | bytes) -> Request:
     if n_items == 0:
         raise ProtocolViolationError("request: expected at least one item, found none")
     off = _REQ_HEADER.size
-    items = np.frombuffer(raw, dtype=_ITEM, count=n_items, offset=off)
-    packs = np.frombuffer(raw, dtype=_PACK, count=n_packs, offset=off + n_items * _ITEM.itemsize)
-    pack = items["pack"]
-    if n_items > 4 or n_packs:  # small requests: the vectorised checks cost more than they save
-        in_pack = pack >= 0
-        if np.any(pack < -1) or np.any(pack[in_pack] >= n_packs):
-            raise ProtocolViolationError("request: an item names a pack that does not exist")
-        if np.any(in_pack):
-            ends = items["offset"][in_pack] + items["nbytes"][in_pack]
-            if np.any(ends > packs[pack[in_pack]]):
-                raise ProtocolViolationError("request: an item does not fit inside its pack")
-    elif np.any(pack != -1):
-        raise ProtocolViolationError("request: an item names a pack that does not exist")
-    return Request(items=items, packs=packs, item_seq0=item_seq0, pack_seq0=pack_seq0)
+    pack_off = off + n_items * _ITEM.itemsize
+    pack_lengths = list(struct.unpack_from(f"<{n_packs}Q", raw, pack_off))
+    if n_items <= _SMALL:
+        fields = list(zip(*_ITEM_STRUCT.iter_unpack(raw[off:pack_off]), strict=True))
+        tile_ids, nbytes, packs, offsets = (list(f) for f in fields)
+    else:
+        items = np.frombuffer(raw, dtype=_ITEM, count=n_items, offset=off)
+        tile_ids, nbytes, packs, offsets = (
+            items[name].tolist() for name in ("tile_id", "nbytes", "pack", "offset")
+        )
+    for p, b, o in zip(packs, nbytes, offsets, strict=True):
+        if p < -1 or p >= n_packs:
+            raise ProtocolViolationError(f"request: an item names pack {p}; there are {n_packs}")
+        if p >= 0 and o + b > pack_lengths[p]:
+            raise ProtocolViolationError(
+                f"request: an item of {b} bytes at offset {o} does not fit in pack {p}"
+                f" of {pack_lengths[p]} bytes"
+            )
+    return Request(tile_ids, nbytes, packs, offsets, pack_lengths, item_seq0, pack_seq0)
 
 
 def encode_rejection(reason: str) -> bytes:
@@ -163,17 +198,15 @@ class _ServeBatch(Operation):
         self.keep: list[Any] = []  # buffers that must outlive their sends
         self.started = False
         self._checked = 0  # sends before this index have completed and were checked
-        store = server.store
-        ids = request.items["tile_id"].tolist()
-        sizes = request.items["nbytes"].tolist()
-        self.tiles: list[Any] = store.lookup(ids)
-        self.status = np.zeros(len(ids), dtype=np.uint8)
-        for i, tile in enumerate(self.tiles):
+        self.tiles: list[Any] = server.store.lookup(request.tile_ids)
+        status = bytearray(len(self.tiles))
+        for i, (tile, size) in enumerate(zip(self.tiles, request.nbytes, strict=True)):
             if tile is None:
-                self.status[i] = NOT_FOUND
-            elif tile.nbytes != sizes[i]:
-                self.status[i] = SIZE_MISMATCH
+                status[i] = NOT_FOUND
+            elif tile.nbytes != size:
+                status[i] = SIZE_MISMATCH
                 self.tiles[i] = None
+        self.status = np.frombuffer(status, dtype=np.uint8)
 
     def poll(self) -> bool:
         if not self.started:
@@ -199,18 +232,16 @@ class _ServeBatch(Operation):
     def _send_all(self) -> None:
         req = self.request
         self._send(self.batch, self.status)
-        packs = req.items["pack"].tolist()
-        offsets = req.items["offset"].tolist()
-        members: list[list[int]] = [[] for _ in range(len(req.packs))]
-        for i, (tile, pack) in enumerate(zip(self.tiles, packs, strict=True)):
+        members: list[list[int]] = [[] for _ in req.pack_lengths]
+        for i, (tile, pack) in enumerate(zip(self.tiles, req.packs, strict=True)):
             if pack >= 0:
                 members[pack].append(i)
             elif tile is not None and tile.nbytes:
                 self._send(req.item_seq0 + i, tile.data)
         for j, indices in enumerate(members):
-            length = int(req.packs[j])
+            length = req.pack_lengths[j]
             if length:
-                self._send(req.pack_seq0 + j, self._pack(indices, offsets, length))
+                self._send(req.pack_seq0 + j, self._pack(indices, req.offsets, length))
 
     def _pack(self, indices: list[int], offsets: list[int], length: int) -> Any:
         """Gather the pack's tiles into one buffer with a single vectorised copy."""
@@ -340,11 +371,6 @@ class FetchBatch(Operation):
         """Post every receive, then the request (so no reply can arrive unexpected)."""
         owner = self.peer
         self._status_request = transport.recv(make_tag(Kind.DATA, owner, self.batch), self.status)
-        wire = np.empty(len(self.items), dtype=_ITEM)
-        wire["tile_id"] = [it.handle.tile_id for it in self.items]
-        wire["nbytes"] = [it.handle.nbytes for it in self.items]
-        wire["pack"] = [it.pack for it in self.items]
-        wire["offset"] = [it.offset for it in self.items]
         for i, item in enumerate(self.items):
             if item.pack >= 0:
                 self._pack_members[item.pack].append(item)
@@ -354,8 +380,16 @@ class FetchBatch(Operation):
             self._alone.append(item)
         for j, buf in enumerate(self.packs):
             self._pack_requests.append(transport.recv(make_tag(Kind.DATA, owner, pack_seq0 + j), buf))
-        lengths = np.fromiter((b.shape[0] for b in self.packs), dtype=_PACK, count=len(self.packs))
-        self._request_bytes = encode_request(wire, lengths, item_seq0, pack_seq0)
+        items = self.items
+        self._request_bytes = encode_request(
+            [it.handle.tile_id for it in items],
+            [it.handle.nbytes for it in items],
+            [it.pack for it in items],
+            [it.offset for it in items],
+            [b.shape[0] for b in self.packs],
+            item_seq0,
+            pack_seq0,
+        )
         self._send = transport.send(owner, make_tag(Kind.REQUEST, me, self.batch), self._request_bytes)
 
     def on_rejection(self, payload: np.ndarray) -> None:
