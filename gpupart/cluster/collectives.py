@@ -38,6 +38,9 @@ REDUCE_OPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
+_LOST_GRACE = 0.5  # seconds to wait for a lost peer's last messages
+
+
 class Mailbox:
     """Collective payloads that have arrived, waiting for the collective that expects them."""
 
@@ -69,11 +72,16 @@ class Mailbox:
     ) -> bytes:
         """Wait for and remove one payload; raises if ``sender`` is lost or time runs out."""
         key = (kind, sender, seq)
+        lost_at = None
         with self._cond:
             while key not in self._items:
                 err = lost(sender)
                 if err is not None:
-                    raise err
+                    # What a peer sent before it left may still be in flight: a short grace.
+                    now = time.monotonic()
+                    lost_at = lost_at or now
+                    if now - lost_at > _LOST_GRACE:
+                        raise err
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise CommTimeoutError(f"{what}: waiting for rank {sender}", timeout)

@@ -295,8 +295,6 @@ class ProgressEngine:
             if handler is None:
                 logger.warning("dropped a message of unknown kind %d from rank %d", kind, sender)
                 continue
-            if sender in self._lost:
-                continue
             incoming = _Incoming(request, buffer, sender, seq, handler)
             try:
                 finished = incoming.poll()  # eager messages are already complete
