@@ -267,6 +267,7 @@ class ProgressEngine:
 
         Raises :class:`~gpupart.CommTimeoutError` at ``deadline`` (a ``time.monotonic()``).
         """
+        last_active = time.monotonic()
         with self.helping():
             while not done():
                 if time.monotonic() > deadline:
@@ -277,7 +278,12 @@ class ProgressEngine:
                     raise PeerLostError(self.rank, "this rank's runtime was closed")
                 if self._pump_lock.acquire(blocking=False):
                     try:
-                        self.pump()
+                        if self.pump():
+                            last_active = time.monotonic()
+                        elif time.monotonic() - last_active > self._spin:
+                            # Nothing moving: sleep on UCX's event fd instead of burning a
+                            # core other ranks on this host may need.
+                            self.transport.wait(self._busy_wait)
                     finally:
                         self._pump_lock.release()
                 else:
