@@ -46,7 +46,7 @@ import numpy as np
 
 from gpupart.cluster.engine import Operation, ProgressEngine
 from gpupart.cluster.tags import Kind, make_tag
-from gpupart.cluster.tiles import Handle, TileStore, byte_view
+from gpupart.cluster.tiles import Handle, TileStore, byte_view, copy_into
 from gpupart.cluster.transport import UCXTransport
 from gpupart.errors import (
     FetchError,
@@ -450,8 +450,7 @@ class FetchBatch(Operation):
         h = item.handle
         view = pack[item.offset : item.offset + h.nbytes].view(h.dtype).reshape(h.shape, order=h.order)
         if item.out is not None:
-            item.out[...] = view
-            view = item.out
+            view = copy_into(item.out, view)
         item.future.set_result(view)
 
     def _done(self) -> None:

@@ -25,7 +25,7 @@ from gpupart.cluster.fetch import FetchBatch, FetchItem, TileServer, plan_packs
 from gpupart.cluster.options import RuntimeOptions
 from gpupart.cluster.results import ResultSlot, futures_sharing_condition
 from gpupart.cluster.tags import MAX_RANKS, Kind
-from gpupart.cluster.tiles import Handle, Tile, TileStore, byte_view
+from gpupart.cluster.tiles import Handle, Tile, TileStore, byte_view, copy_into
 from gpupart.errors import (
     GpupartError,
     NotInitializedError,
@@ -198,6 +198,7 @@ class Runtime:
         event = None
         stream_handle = None
         if stream is not None:
+            stream = self._as_stream(stream)
             event = self.backend.create_event()
             event.record(stream)
             stream_handle = stream.handle
@@ -220,6 +221,17 @@ class Runtime:
             location=location,
             order=order,
             job=self.job_id,
+        )
+
+    def _as_stream(self, stream: Any) -> backends.Stream:
+        """Accept a backend stream or a raw ``cupy.cuda.Stream`` of this rank's device."""
+        if isinstance(stream, backends.Stream):
+            return stream
+        if type(stream).__module__.startswith("cupy") and self.backend.is_gpu:
+            return backends.CudaStream(self.backend.device_id, stream, owned=False)
+        raise TypeError(
+            "stream: expected a gpupart stream (rt.backend.create_stream()) or a"
+            f" cupy.cuda.Stream, found {type(stream).__name__}"
         )
 
     def free(self, handle: Handle) -> None:
@@ -351,8 +363,7 @@ class Runtime:
             return
         if tile.event is not None:
             tile.event.synchronize(self.options.fetch_timeout)
-        out[...] = tile.array
-        future.set_result(out)
+        future.set_result(copy_into(out, tile.array))
 
     def _reserve(self, n: int) -> int:
         with self._seq_lock:

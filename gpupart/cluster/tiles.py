@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import threading
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import numpy as np
 from gpupart.errors import TileNotFoundError
 from gpupart.location import Location
 
-__all__ = ["Handle", "Tile", "TileStore", "byte_view"]
+__all__ = ["Handle", "Tile", "TileStore", "byte_view", "copy_into"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,18 @@ def byte_view(array: Any) -> Any:
     else:
         raise ValueError("byte_view needs a contiguous array")
     return flat.view(np.uint8)
+
+
+def copy_into(out: Any, value: Any) -> Any:
+    """``out[...] = value`` across host and device memory (NumPy and CuPy either side)."""
+    if isinstance(out, np.ndarray) and not isinstance(value, np.ndarray):
+        out[...] = value.get()  # device -> host
+    elif not isinstance(out, np.ndarray) and isinstance(value, np.ndarray):
+        xp = importlib.import_module(type(out).__module__.split(".")[0])  # cupy, not imported here
+        out[...] = xp.asarray(value)  # host -> device
+    else:
+        out[...] = value
+    return out
 
 
 @dataclass(slots=True)
