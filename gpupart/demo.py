@@ -247,7 +247,7 @@ def _summary(
     )
     table.add_row("tiles verified", "yes" if ok else "NO")
     table.add_row("total", f"{total_s:.2f} s (pid {os.getpid()})")
-    Console().print(table)
+    Console(width=110).print(table)
 
 
 if __name__ == "__main__":
