@@ -45,7 +45,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def true_weights() -> np.ndarray:
-    """The coefficients the dataset is generated from (bias last)."""
+    """Return the coefficients the dataset is generated from (bias last)."""
     return np.linspace(-2.0, 2.0, FEATURES + 1)
 
 
@@ -232,7 +232,8 @@ def _summary(
     table.add_row("dataset written", f"{written / 1e6:.1f} MB parquet in {write_s:.2f} s")
     table.add_row(
         "read (all ranks)",
-        f"{read_bytes / 1e6:.1f} MB in {read_s:.3f} s = {read_bytes / max(read_s, 1e-9) / 1e9:.2f} GB/s",
+        f"{read_bytes / 1e6:.1f} MB in {read_s:.3f} s"
+        f" = {read_bytes / max(read_s, 1e-9) / 1e9:.2f} GB/s",
     )
     table.add_row(
         "feature matrix", f"{view.shape} in a {view.tiling} grid (strict __partitioned__)"

@@ -150,9 +150,7 @@ class Location(NamedTuple):
         return self.device.startswith(("kDLCUDA:", "kDLCUDAManaged"))
 
     def same_process(self, other: Location) -> bool:
-        """True if both locations name the same process (same rank, or same IP and PID)."""
+        """Tell whether both locations name one process (same rank, or same IP and PID)."""
         if self.rank is not None and other.rank is not None:
-            return self.rank == other.rank and (
-                self.host == other.host or None in (self.host, other.host)
-            )
+            return self.rank == other.rank
         return self.pid is not None and (self.ip, self.pid) == (other.ip, other.pid)
