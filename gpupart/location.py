@@ -152,5 +152,6 @@ class Location(NamedTuple):
     def same_process(self, other: Location) -> bool:
         """Tell whether both locations name one process (same rank, or same IP and PID)."""
         if self.rank is not None and other.rank is not None:
-            return self.rank == other.rank
+            hosts = (self.host, other.host)
+            return self.rank == other.rank and (None in hosts or hosts[0] == hosts[1])
         return self.pid is not None and (self.ip, self.pid) == (other.ip, other.pid)
