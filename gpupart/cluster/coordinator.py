@@ -396,22 +396,30 @@ class CoordinatorClient:
         self._closing = False
         self._on_lost: Callable[[int, str], None] | None = None
 
-    def join(self, record: dict[str, Any]) -> list[dict[str, Any]]:
-        """Connect (retrying until the deadline), prove the token, send ``record``, get the table."""
+    def connect(self) -> str:
+        """Reach the coordinator (retrying until the timeout); returns our local IP address.
+
+        That address is on the network the job uses by construction, so it is the right IP
+        to publish in this rank's :class:`~gpupart.Location`.
+        """
         deadline = time.monotonic() + self._timeout
-        last_error: Exception | None = None
         while self._sock is None:
             try:
                 self._sock = socket.create_connection(self._address, timeout=5.0)
             except OSError as exc:
-                last_error = exc
                 if time.monotonic() > deadline:
                     raise BootstrapError(
-                        f"could not reach the job coordinator at {self._address[0]}:{self._address[1]}"
-                        f" within {self._timeout:g} s: {exc}"
+                        "could not reach the job coordinator at"
+                        f" {self._address[0]}:{self._address[1]} within {self._timeout:g} s: {exc}"
                     ) from exc
                 time.sleep(0.1)
-        del last_error
+        return str(self._sock.getsockname()[0])
+
+    def join(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """Connect if needed, prove the token, send ``record``, wait for the table."""
+        deadline = time.monotonic() + self._timeout
+        self.connect()
+        assert self._sock is not None  # noqa: S101 - connect() set it or raised
         sock = self._sock
         _set_keepalive(sock)
         sock.settimeout(_HANDSHAKE_TIMEOUT)
@@ -445,6 +453,9 @@ class CoordinatorClient:
         except TimeoutError as exc:
             self.close()
             raise CommTimeoutError(f"rank {self._rank} joining the job", self._timeout) from exc
+        except AuthenticationError:
+            self.close()  # no half-open handshake left behind; the coordinator logs the refusal
+            raise
         except (OSError, EOFError) as exc:
             self.close()
             raise BootstrapError(

@@ -126,6 +126,9 @@ class Runtime:
             rank=self.rank,
             timeout=options.bootstrap_timeout,
         )
+        local_ip = self._client.connect()
+        if not local_ip.startswith("127.") or topology_ip_is_loopback(self.location.ip):
+            self.location = self.location._replace(ip=local_ip)
         record = {
             "rank": self.rank,
             "address": transport.address,
@@ -488,6 +491,11 @@ class Runtime:
             f"<gpupart.Runtime rank={self.rank}/{self.size} host={self.host!r}"
             f" device={self.device} launcher={self.launcher} {state}>"
         )
+
+
+def topology_ip_is_loopback(ip: str | None) -> bool:
+    """Whether ``ip`` is missing or a loopback address."""
+    return ip is None or ip.startswith("127.") or ip == "::1"
 
 
 def _numa_of_cpu() -> int | None:
