@@ -150,9 +150,22 @@ class Collectives:
     def _recv(self, kind: Kind, src: int, seq: int, deadline: float, timeout: float, what: str):
         raw = self._mailbox.take(
             kind, src, seq, deadline=deadline, timeout=timeout, what=what,
-            lost=self._engine.lost_error,
+            lost=self._engine.lost_error if kind is Kind.FINALIZE else self._any_lost,
         )
         return pickle.loads(raw)  # from an authenticated member of the job
+
+    def _any_lost(self, src: int) -> PeerLostError | None:
+        """Return the first rank lost, if any: a collective needs every rank of the job.
+
+        Checking only ``src`` would leave a rank whose tree neighbours are alive waiting until
+        the timeout, or blaming a neighbour that left because of the first loss. Not used for
+        the closing barrier, which ranks that finished it leave cleanly.
+        """
+        lost = self._engine.lost  # in the order the losses were reported
+        if not lost:
+            return None
+        rank = next(iter(lost))
+        return PeerLostError(rank, lost[rank])
 
     # -- trees ----------------------------------------------------------------------------
 

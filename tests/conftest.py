@@ -1,0 +1,214 @@
+"""Shared helpers for the multi-process runtime tests.
+
+Two ways to start a job:
+
+* :func:`run_job` runs ``python -m gpupart run -n N -- python script args`` (the real
+  launcher; one failing rank stops the job);
+* :func:`start_ranks` hosts a :class:`~gpupart.cluster.coordinator.Coordinator` in the test
+  process and starts the ranks itself with the ``GPUPART_*`` variables that
+  ``bootstrap._detect_gpupart`` reads, so that a test can kill one rank and watch the others
+  (the launcher would stop them).
+
+Rank scripts live in ``tests/mp_scripts`` and report with :func:`_mp.emit`: lines
+``@kind {json}`` that :func:`records` parses out of (prefixed or raw) output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpupart.cluster.coordinator import Coordinator
+
+PY = sys.executable
+SCRIPTS = Path(__file__).parent / "mp_scripts"
+#: Generous limit for one job on a slow, loaded 2-core machine (the test's own limit is larger).
+JOB_TIMEOUT = 150.0
+_LAUNCH_PREFIXES = ("GPUPART_", "SLURM_", "PMI_", "PMIX_", "OMPI_", "MPI_", "MV2_")
+_RECORD = re.compile(r"^(?:\[(\d+)\] )?@(\w+) (.*)$")
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The test's environment without any launcher's variables, CPU device, unbuffered."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_LAUNCH_PREFIXES)}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["GPUPART_DEVICE"] = "cpu"  # these tests check the host path; GPU tests are marked gpu
+    env.update(extra or {})
+    return env
+
+
+def script_path(script: str) -> str:
+    path = SCRIPTS / script
+    assert path.is_file(), f"no rank script {path}"
+    return str(path)
+
+
+def records(output: str, kind: str | None = None) -> list[dict[str, Any]]:
+    """Parse ``@kind {json}`` lines; each record gets ``kind`` (and ``line_rank`` if prefixed)."""
+    found = []
+    for line in output.splitlines():
+        match = _RECORD.match(line)
+        if match is None:
+            continue
+        data = json.loads(match.group(3))
+        data["kind"] = match.group(2)
+        if match.group(1) is not None:
+            data["line_rank"] = int(match.group(1))
+        if kind is None or data["kind"] == kind:
+            found.append(data)
+    return found
+
+
+def run_job(
+    n: int,
+    script: str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = JOB_TIMEOUT,
+    launcher_args: tuple[str, ...] = (),
+) -> tuple[int, str, str]:
+    """Run ``script`` as ``n`` ranks through ``gpupart run``; ``(returncode, stdout, stderr)``."""
+    command = [PY, "-m", "gpupart", "run", "-n", str(n), *launcher_args, "--"]
+    command += [PY, script_path(script), *args]
+    proc = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(env),
+        stdin=subprocess.DEVNULL,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@dataclass
+class RankResult:
+    """How one rank of a :class:`Ranks` job ended."""
+
+    rank: int
+    returncode: int | None
+    stdout: str
+    stderr: str
+
+    def describe(self) -> str:
+        return (
+            f"rank {self.rank} returncode {self.returncode}\n--- stdout\n{self.stdout}"
+            f"--- stderr\n{self.stderr}"
+        )
+
+
+class Ranks:
+    """A job whose coordinator runs in the test process and whose ranks the test starts.
+
+    ``tokens`` replaces the job token of some ranks (e.g. a wrong one); ``join_timeout`` is
+    the coordinator's limit for every rank to join. Output goes to files in ``workdir`` (no
+    pipe can fill up). :meth:`close` kills what is left and stops the coordinator.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        script: str,
+        args: tuple[str, ...],
+        workdir: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        tokens: Mapping[int, bytes] | None = None,
+        join_timeout: float = 60.0,
+        on_event: Callable[..., None] | None = None,
+    ) -> None:
+        self.n = n
+        self.token = secrets.token_bytes(32)
+        self.job_id = f"test-{secrets.token_hex(4)}"
+        self.coordinator = Coordinator(
+            n, self.token, job_id=self.job_id, join_timeout=join_timeout, on_event=on_event
+        ).start()
+        host, port = self.coordinator.address
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._files: list[tuple[Path, Path]] = []
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            for rank in range(n):
+                token = (tokens or {}).get(rank, self.token)
+                rank_env = clean_env(env)
+                rank_env.update(
+                    GPUPART_RANK=str(rank),
+                    GPUPART_SIZE=str(n),
+                    GPUPART_LOCAL_RANK=str(rank),
+                    GPUPART_LOCAL_SIZE=str(n),
+                    GPUPART_COORDINATOR=f"{host}:{port}",
+                    GPUPART_JOB_TOKEN=token.hex(),
+                    GPUPART_JOB_ID=self.job_id,
+                )
+                out, err = workdir / f"rank{rank}.out", workdir / f"rank{rank}.err"
+                self._files.append((out, err))
+                with open(out, "wb") as fout, open(err, "wb") as ferr:
+                    self.procs.append(
+                        subprocess.Popen(
+                            [PY, script_path(script), *args],
+                            env=rank_env,
+                            stdin=subprocess.DEVNULL,
+                            stdout=fout,
+                            stderr=ferr,
+                        )
+                    )
+        except BaseException:
+            self.close()
+            raise
+
+    def kill(self, rank: int, signum: int = signal.SIGKILL) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.procs[rank].send_signal(signum)
+
+    def wait(self, timeout: float = JOB_TIMEOUT) -> list[RankResult]:
+        """Wait for every rank (raises ``subprocess.TimeoutExpired`` after ``timeout``)."""
+        for proc in self.procs:
+            proc.wait(timeout=timeout)
+        return self.results()
+
+    def results(self) -> list[RankResult]:
+        return [
+            RankResult(
+                rank,
+                proc.poll(),
+                out.read_text(errors="replace"),
+                err.read_text(errors="replace"),
+            )
+            for rank, (proc, (out, err)) in enumerate(zip(self.procs, self._files, strict=True))
+        ]
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+        self.coordinator.close()
+
+
+@pytest.fixture
+def start_ranks(tmp_path: Path) -> Iterator[Callable[..., Ranks]]:
+    """Factory ``start_ranks(n, script, *args, env=None, tokens=None, join_timeout=60)``."""
+    jobs: list[Ranks] = []
+
+    def start(n: int, script: str, *args: str, **kwargs: Any) -> Ranks:
+        job = Ranks(n, script, args, tmp_path / f"job{len(jobs)}", **kwargs)
+        jobs.append(job)
+        return job
+
+    yield start
+    for job in jobs:
+        job.close()

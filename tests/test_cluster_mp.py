@@ -1,0 +1,245 @@
+"""Real multi-process jobs: ranks are separate processes talking UCX through the runtime.
+
+The rank scripts are in ``tests/mp_scripts`` and check their own results (contents, identity,
+errors); each test checks that every rank reported success and what it reported. The same
+scripts run at 1, 2 and 3 ranks (ring and all-to-all patterns).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PY, clean_env, records, run_job, script_path
+
+from gpupart.cluster.bootstrap import slurm_port
+
+pytestmark = pytest.mark.multiprocess
+
+SIZES = [1, 2, 3]
+N_SPECS = 17  # len(mp_scripts/_mp.SPECS)
+LOST_WITHIN = 30.0  # every survivor hears of a killed rank within this many seconds
+
+
+def check_done(n: int, rc: int, out: str, err: str) -> list[dict]:
+    """The job exited 0 and every rank reported ``@done`` once, from its own output."""
+    assert rc == 0, f"job failed with {rc}\n--- stdout\n{out}\n--- stderr\n{err}"
+    done = records(out, "done")
+    assert sorted(d["rank"] for d in done) == list(range(n)), out
+    for d in done:
+        assert d["size"] == n
+        assert d.get("line_rank", d["rank"]) == d["rank"]  # the launcher's prefix agrees
+    assert "Traceback" not in err, err
+    return sorted(done, key=lambda d: d["rank"])
+
+
+# -- tiles ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_all_to_all_fetch(n):
+    rc, out, err = run_job(n, "fetch_alltoall.py")
+    done = check_done(n, rc, out, err)
+    # every tile of every rank, both ring neighbours' tiles again, and one single get
+    assert all(d["tiles"] == N_SPECS * (n + 2) + 1 for d in done)
+    jobs = records(out, "job")
+    assert sorted(j["rank"] for j in jobs) == list(range(n))
+    assert {j["launcher"] for j in jobs} == {"gpupart"}
+    assert len({j["job_id"] for j in jobs}) == 1
+    assert all(j["peers"] == list(range(n)) and j["device"] is None for j in jobs)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_many_fetches_in_flight(n):
+    rc, out, err = run_job(n, "fetch_many.py")
+    done = check_done(n, rc, out, err)
+    assert all(d["fetches"] == 500 and d["small"] == 5000 for d in done)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_out_buffers_and_argument_errors(n):
+    rc, out, err = run_job(n, "fetch_out.py")
+    done = check_done(n, rc, out, err)
+    assert all(d["bad_cases"] == 7 for d in done)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_missing_tiles_and_malformed_requests_leave_owners_serving(n):
+    rc, out, err = run_job(n, "fetch_errors.py")
+    check_done(n, rc, out, err)
+    sent = {r["rank"]: r["sent"] for r in records(out, "malformed")}
+    assert sent == {r: (6 if n > 1 else 0) for r in range(n)}
+    # Each owner logged every bad request it rejected (and nothing crashed it: @done above).
+    assert err.count("sent a malformed request") == sum(sent.values()), err
+
+
+# -- collectives and lifetime -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_collectives(n):
+    rc, out, err = run_job(n, "collectives.py")
+    check_done(n, rc, out, err)
+    mismatch = records(out, "mismatch")
+    if n > 1:  # the same error, word for word, on every rank
+        assert sorted(m["rank"] for m in mismatch) == list(range(n))
+        assert len({m["message"] for m in mismatch}) == 1
+        assert "same shape and dtype" in mismatch[0]["message"]
+    else:
+        assert mismatch == []
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_close_leaves_no_threads(n):
+    rc, out, err = run_job(n, "close_clean.py")
+    check_done(n, rc, out, err)
+    for t in records(out, "threads"):
+        assert t["after"] == ["MainThread"]
+        if n > 1:  # the runtime did run its threads, and close() stopped them
+            assert {"gpupart-progress", "gpupart-control"} <= set(t["running"])
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "n", "victim"),
+    [("get", 3, 1), ("get", 2, 0), ("barrier", 3, 1), ("barrier", 3, 2)],
+)
+def test_killed_rank_is_reported_to_every_other_rank(start_ranks, mode, n, victim):
+    events = []
+    job = start_ranks(n, "peer_lost.py", mode, str(victim), on_event=lambda *e: events.append(e))
+    results = job.wait(timeout=120)
+    report = "\n".join(r.describe() for r in results)
+    assert results[victim].returncode == -signal.SIGKILL, report
+    assert records(results[victim].stdout, "dying"), report
+    for r in results:
+        if r.rank == victim:
+            continue
+        assert r.returncode == 0, report
+        (lost,) = records(r.stdout, "lost")
+        assert lost["error"] == "PeerLostError", report
+        assert lost["lost_rank"] == victim, report
+        assert f"rank {victim} was lost" in lost["message"]
+        assert lost["elapsed"] < LOST_WITHIN, report
+        (closed,) = records(r.stdout, "closed")
+        assert closed["threads"] == ["MainThread"] and closed["seconds"] < LOST_WITHIN, report
+    assert ("lost", victim) in [e[:2] for e in events]
+    survivors = {r for r in range(n) if r != victim}
+    assert {e[1] for e in events if e[0] == "left"} == survivors
+
+
+def test_killed_rank_fails_the_launched_job():
+    started = time.monotonic()
+    rc, out, err = run_job(3, "peer_lost.py", "get", "1")
+    assert rc == 128 + signal.SIGKILL, f"{rc}\n{out}\n{err}"
+    assert "gpupart run: rank 1 was killed by SIGKILL" in err, err
+    assert records(out, "dying") == [{"kind": "dying", "line_rank": 1, "mode": "get", "rank": 1}]
+    assert time.monotonic() - started < 60
+
+
+def test_wrong_token_fails_the_launched_job():
+    rc, out, err = run_job(3, "wrong_token.py", "1", timeout=90)
+    assert rc == 1, f"{rc}\n{out}\n{err}"
+    failed = {f["rank"]: f for f in records(out, "failed")}
+    assert failed[1]["error"] == "AuthenticationError"
+    assert "could not prove the job token" in failed[1]["message"]
+    assert "[1] gpupart.errors.AuthenticationError" in err
+    assert "coordinator refused a join" in err and "rank 1 did not prove the job token" in err
+    assert "gpupart run: rank 1 exited with status 1" in err
+
+
+def test_wrong_token_without_launcher_fails_every_rank(start_ranks, caplog):
+    caplog.set_level("WARNING", logger="gpupart.coordinator")
+    started = time.monotonic()
+    job = start_ranks(3, "wrong_token.py", "1", tokens={1: secrets.token_bytes(32)}, join_timeout=8)
+    results = job.wait(timeout=120)
+    report = "\n".join(r.describe() for r in results)
+    assert [r.returncode for r in results] == [1, 1, 1], report
+    assert time.monotonic() - started < 90, "the job took as long as a hang"
+    for r in results:
+        (failed,) = records(r.stdout, "failed")
+        if r.rank == 1:
+            assert failed["error"] == "AuthenticationError", report
+        else:  # the coordinator gave up on rank 1 and told the ranks that joined
+            assert failed["error"] == "PeerLostError", report
+            assert "rank 1 was lost" in failed["message"] and "did not join" in failed["message"]
+    assert "rank 1 did not prove the job token" in caplog.text
+
+
+# -- Slurm ------------------------------------------------------------------------------------
+
+
+def _free_slurm_job_id() -> str:
+    """A fake Slurm job id whose coordinator port (a hash of the id) is free right now."""
+    for _ in range(50):
+        job = str(secrets.randbelow(10**8) + 10**7)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", slurm_port(job, "0")))
+            except OSError:
+                continue
+        return job
+    raise AssertionError("no free port for a fake Slurm job in 50 tries")
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_simulated_slurm_step(tmp_path: Path, n):
+    job = _free_slurm_job_id()
+    procs = []
+    files = []
+    try:
+        for rank in range(n):
+            env = clean_env(
+                {
+                    "SLURM_PROCID": str(rank),
+                    "SLURM_NTASKS": str(n),
+                    "SLURM_LOCALID": str(rank),
+                    "SLURM_NODEID": "0",
+                    "SLURM_JOB_ID": job,
+                    "SLURM_STEP_ID": "0",
+                    "SLURM_STEP_NODELIST": "localhost",
+                    "SLURM_STEP_TASKS_PER_NODE": str(n),
+                    "GPUPART_TOKEN_DIR": str(tmp_path / "tokens"),
+                    "GPUPART_BOOTSTRAP_TIMEOUT": "60",
+                }
+            )
+            out = open(tmp_path / f"{rank}.out", "w+")  # noqa: SIM115 - closed below
+            files.append(out)
+            procs.append(
+                subprocess.Popen(
+                    [PY, script_path("fetch_alltoall.py")],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
+        codes = [p.wait(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+        outputs = []
+        for f in files:
+            f.seek(0)
+            outputs.append(f.read())
+            f.close()
+    report = "\n".join(f"--- rank {r}\n{o}" for r, o in enumerate(outputs))
+    assert codes == [0] * n, report
+    for rank, output in enumerate(outputs):
+        (info,) = records(output, "job")
+        assert info["rank"] == rank and info["size"] == n
+        assert info["launcher"] == "slurm" and info["job_id"] == f"{job}.0"
+        (done,) = records(output, "done")
+        assert done["tiles"] == N_SPECS * (n + 2) + 1
+    token_files = list((tmp_path / "tokens").iterdir())
+    assert [f.name for f in token_files] == [f"{job}.0.token"]
+    assert oct(os.stat(token_files[0]).st_mode & 0o777) == "0o600"
