@@ -441,7 +441,7 @@ class FetchBatch(Operation):
             item = self.items[index]
             item.request = None  # cancels the receive: nothing will be sent for it
             if not item.future.done():
-                item.future.set_exception(_error_for(int(self.status[index]), item.handle))
+                item.future.set_exception(error_for(int(self.status[index]), item.handle))
         if self._alone:
             self._alone = [it for it in self._alone if not it.future.done()]
 
@@ -470,7 +470,8 @@ class FetchBatch(Operation):
         self._done()
 
 
-def _error_for(code: int, handle: Handle) -> GpupartError:
+def error_for(code: int, handle: Handle) -> GpupartError:
+    """The consumer-side error for an owner's status code."""
     if code == NOT_FOUND:
         return TileNotFoundError(handle.owner, handle.tile_id)
     if code == SIZE_MISMATCH:

@@ -94,6 +94,8 @@ def _coerce(name: str, value: Any, default: Any, *, source: str) -> Any:
     kind = type(default)
     try:
         converted = kind(value)
+        if kind is int and float(value) != converted:  # 1.5 must not become 1
+            raise ValueError
     except (TypeError, ValueError):
         raise ValueError(f"{source}: expected a {kind.__name__}, found {value!r}") from None
     if isinstance(value, bool) or converted <= 0:

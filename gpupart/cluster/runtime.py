@@ -21,7 +21,14 @@ from gpupart.cluster.binding import bind_process
 from gpupart.cluster.collectives import Collectives
 from gpupart.cluster.coordinator import COORDINATOR_RANK, Coordinator, CoordinatorClient
 from gpupart.cluster.engine import ProgressEngine
-from gpupart.cluster.fetch import FetchBatch, FetchItem, TileServer, plan_packs
+from gpupart.cluster.fetch import (
+    SIZE_MISMATCH,
+    FetchBatch,
+    FetchItem,
+    TileServer,
+    error_for,
+    plan_packs,
+)
 from gpupart.cluster.options import RuntimeOptions
 from gpupart.cluster.results import ResultSlot, futures_sharing_condition
 from gpupart.cluster.tags import MAX_RANKS, Kind
@@ -355,11 +362,14 @@ class Runtime:
                 )
         return outs
 
-    def _fetch_local(self, handle: Handle, future: Future, out: Any) -> None:
+    def _fetch_local(self, handle: Handle, future: Any, out: Any) -> None:
         try:
             tile = self.store.get(handle.tile_id)
         except TileNotFoundError as exc:
             future.set_exception(exc)
+            return
+        if tile.nbytes != handle.nbytes:  # the remote path refuses such handles too
+            future.set_exception(error_for(SIZE_MISMATCH, handle))
             return
         if out is None:
             future.set_result(tile.array)
