@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from gpupart.cluster.engine import Operation, ProgressEngine
+from gpupart.cluster.pool import HostBufferPool
 from gpupart.cluster.tags import Kind, make_tag
 from gpupart.cluster.tiles import Handle, TileStore, byte_view, copy_into
 from gpupart.cluster.transport import UCXTransport
@@ -196,6 +197,7 @@ class _ServeBatch(Operation):
         self.what = f"serving fetch batch {batch} to rank {consumer}"
         self.sends: list[Any] = []
         self.keep: list[Any] = []  # buffers that must outlive their sends
+        self.pooled: list[Any] = []  # pack buffers to give back to the pool once sent
         self.started = False
         self._checked = 0  # sends before this index have completed and were checked
         self.tiles: list[Any] = server.store.lookup(request.tile_ids)
@@ -222,6 +224,7 @@ class _ServeBatch(Operation):
             return False
         sends.clear()
         self.keep.clear()
+        self._release()
         return True
 
     def _send(self, seq: int, buffer: Any) -> None:
@@ -258,31 +261,41 @@ class _ServeBatch(Operation):
                 gap -= step
             parts.append(tile.data)
             cursor = offsets[i] + tile.nbytes
-        if not parts:
-            return np.zeros(length, dtype=np.uint8)
         if cursor < length:
             parts.append(np.zeros(length - cursor, dtype=np.uint8))
-        return _concatenate(parts)
+        if all(isinstance(p, np.ndarray) for p in parts):
+            pool = self.server.pool
+            pack = pool.acquire(length)
+            np.concatenate(parts, out=pack)
+            self.pooled.append(pack)
+            return pack
+        import cupy  # a non-NumPy tile on the owner is a CuPy one (CuPy pools device memory)
+
+        return cupy.concatenate([cupy.asarray(p) for p in parts])
+
+    def _release(self) -> None:
+        for pack in self.pooled:
+            self.server.pool.release(pack)
+        self.pooled.clear()
 
     def fail(self, exc: BaseException) -> None:
         self.sends.clear()  # dropping the requests cancels them
         self.keep.clear()
-
-
-def _concatenate(parts: list[Any]) -> Any:
-    """Concatenate flat byte views, on the device when any of them is a device array."""
-    if all(isinstance(p, np.ndarray) for p in parts):
-        return np.concatenate(parts)
-    import cupy  # a non-NumPy tile on the owner is a CuPy one
-
-    return cupy.concatenate([cupy.asarray(p) for p in parts])
+        self.pooled.clear()  # UCX may still touch them: never reuse
 
 
 class TileServer:
     """Owner side: answers requests for the tiles in ``store`` from the progress thread."""
 
-    def __init__(self, store: TileStore, transport: UCXTransport, engine: ProgressEngine) -> None:
+    def __init__(
+        self,
+        store: TileStore,
+        transport: UCXTransport,
+        engine: ProgressEngine,
+        pool: HostBufferPool | None = None,
+    ) -> None:
         self.store = store
+        self.pool = pool or HostBufferPool()
         self.transport = transport
         self.engine = engine
         engine.on(Kind.REQUEST, self.handle_request)
