@@ -25,6 +25,35 @@ from gpupart.errors import TransportError
 __all__ = ["UCXTransport"]
 
 
+#: UCX settings `import ucxx` puts in os.environ that we pass to our context instead: only the
+#: ones that help GPU memory (fragments of pipelined transfers staged in device memory).
+#: ucxx's ``RNDV_THRESH=8192`` and ``MAX_RNDV_RAILS=1`` are left out: the first slowed one-sided
+#: and small transfers, the second halved TCP bandwidth in our measurements (bench/RESULTS.md).
+_KEEP_FROM_UCXX = {"UCX_RNDV_FRAG_MEM_TYPE": "cuda"}
+
+
+def _import_ucxx() -> tuple[Any, Any, dict[str, str]]:
+    """Import ucxx without letting it change this process's environment.
+
+    ``import ucxx`` sets ``UCX_*`` variables in ``os.environ`` (inherited by every child
+    process, e.g. an MPI or NIXL peer). They are removed again, and the few we want are
+    returned as context options. UCX's warning about unknown variables (one of ucxx's is
+    unknown to UCX >= 1.19) is silenced only while UCX loads.
+    """
+    before = dict(os.environ)
+    os.environ.setdefault("UCX_WARN_UNUSED_ENV_VARS", "n")
+    try:
+        import ucxx._lib.libucxx as ucx
+        from ucxx._lib.arr import Array
+    except ImportError as exc:
+        raise TransportError("the UCX transport needs ucxx: pip install ucxx-cu12 (or ucxx-cu13)") from exc
+    finally:
+        for key in [k for k in os.environ if k not in before]:
+            del os.environ[key]
+    keep = {k.removeprefix("UCX_"): v for k, v in _KEEP_FROM_UCXX.items() if k not in os.environ}
+    return ucx, Array, keep
+
+
 class UCXTransport:
     """One UCX worker, its endpoints to peer ranks, and a way to sleep until it has work.
 
@@ -33,21 +62,13 @@ class UCXTransport:
     """
 
     def __init__(self, *, config: dict[str, str] | None = None) -> None:
-        # UCX warns about variables it does not know, e.g. the UCX_MEMTYPE_CACHE that
-        # `import ucxx` sets for older UCX releases; that warning is noise for our users.
-        os.environ.setdefault("UCX_WARN_UNUSED_ENV_VARS", "n")
-        try:
-            import ucxx._lib.libucxx as ucx
-            from ucxx._lib.arr import Array
-        except ImportError as exc:
-            raise TransportError(
-                "the UCX transport needs ucxx: pip install ucxx-cu12 (or ucxx-cu13)"
-            ) from exc
+        ucx, Array, defaults = _import_ucxx()
         self._ucx = ucx
         self._array = Array
+        settings = {**defaults, **dict(config or {})}
         try:
             self._context = ucx.UCXContext(
-                config_dict=dict(config or {}),
+                config_dict=settings,
                 feature_flags=(ucx.Feature.TAG, ucx.Feature.WAKEUP),
             )
             self._worker = ucx.UCXWorker(self._context)
