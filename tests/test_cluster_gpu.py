@@ -30,8 +30,17 @@ def cuda_gpus() -> int:
 @pytest.mark.parametrize("nprocs", [1, 2])
 def test_cupy_tiles_fetched_between_ranks(cuda_gpus: int, nprocs: int) -> None:
     env = dict(os.environ, GPUPART_DEVICE="cuda")
-    cmd = [sys.executable, "-m", "gpupart", "run", "-n", str(nprocs), "--",
-           sys.executable, str(SCRIPTS / "fetch_cupy.py")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gpupart",
+        "run",
+        "-n",
+        str(nprocs),
+        "--",
+        sys.executable,
+        str(SCRIPTS / "fetch_cupy.py"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("GPU OK") == nprocs, proc.stdout

@@ -22,7 +22,10 @@ def test_version_matches_distribution() -> None:
 
 def test_python_dash_m_gpupart_help() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "gpupart", "run", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "gpupart", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0
     assert "-n" in proc.stdout

@@ -75,22 +75,23 @@ def test_options_defaults_and_environment():
 
 
 @pytest.mark.parametrize(
-    ("options", "needle"),
+    ("options", "needle", "error"),
     [
-        ({"timeout": 0}, "timeout: expected a positive float"),
-        ({"timeout": -1.0}, "timeout"),
-        ({"fetch_timeout": "soon"}, "fetch_timeout: expected a float"),
-        ({"close_timeout": True}, "close_timeout"),
-        ({"pack_threshold": None}, "pack_threshold"),
-        ({"device": "gpu"}, "device: expected 'cpu', 'cuda' or None"),
-        ({"bind_gpu": "maybe"}, "bind_gpu: expected a boolean"),
-        ({"pin_cpus": 1}, "pin_cpus: expected a bool"),
-        ({"ucx_config": "TLS=tcp"}, "ucx_config: expected a mapping"),
-        ({"ucx_config": {"TLS": 1}}, "ucx_config"),
+        ({"timeout": 0}, "timeout: expected a positive float", ValueError),
+        ({"timeout": -1.0}, "timeout", ValueError),
+        ({"fetch_timeout": "soon"}, "fetch_timeout: expected a float", ValueError),
+        ({"close_timeout": True}, "close_timeout", TypeError),
+        ({"pack_threshold": None}, "pack_threshold", TypeError),
+        ({"pack_threshold": 1.5}, "pack_threshold: expected a int", ValueError),
+        ({"device": "gpu"}, "device: expected 'cpu', 'cuda' or None", ValueError),
+        ({"bind_gpu": "maybe"}, "bind_gpu: expected a boolean", ValueError),
+        ({"pin_cpus": 1}, "pin_cpus: expected a bool", TypeError),
+        ({"ucx_config": "TLS=tcp"}, "ucx_config: expected a mapping", TypeError),
+        ({"ucx_config": {"TLS": 1}}, "ucx_config", TypeError),
     ],
 )
-def test_bad_option_values_name_the_option(options, needle):
-    with pytest.raises(ValueError) as info:
+def test_bad_option_values_name_the_option(options, needle, error):
+    with pytest.raises(error) as info:
         RuntimeOptions.resolve(options, environ={})
     assert needle in str(info.value)
 

@@ -149,7 +149,12 @@ class Collectives:
 
     def _recv(self, kind: Kind, src: int, seq: int, deadline: float, timeout: float, what: str):
         raw = self._mailbox.take(
-            kind, src, seq, deadline=deadline, timeout=timeout, what=what,
+            kind,
+            src,
+            seq,
+            deadline=deadline,
+            timeout=timeout,
+            what=what,
             lost=self._engine.lost_error if kind is Kind.FINALIZE else self._any_lost,
         )
         return pickle.loads(raw)  # from an authenticated member of the job
@@ -318,17 +323,17 @@ def _keep_first(a: tuple[str, Any], b: tuple[str, Any], _child: int) -> tuple[st
 
 
 def _to_host(array: Any) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
-    """A NumPy copy of ``array`` and a function turning a result back into its kind."""
+    """Return a NumPy copy of ``array`` and a function turning a result back into its kind."""
     if isinstance(array, np.ndarray):
         return array, lambda r: r
     if isinstance(array, (int, float, complex, np.generic)) and not isinstance(array, bool):
-        return np.asarray(array), lambda r: r[()].item() if not isinstance(array, np.generic) else r[()]
+        return np.asarray(
+            array
+        ), lambda r: r[()].item() if not isinstance(array, np.generic) else r[()]
     if hasattr(array, "__cuda_array_interface__") and hasattr(array, "get"):
         module = type(array).__module__.split(".")[0]
         import importlib
 
         xp = importlib.import_module(module)
         return array.get(), xp.asarray
-    raise TypeError(
-        f"array: expected a NumPy/CuPy array or a number, found {type(array).__name__}"
-    )
+    raise TypeError(f"array: expected a NumPy/CuPy array or a number, found {type(array).__name__}")

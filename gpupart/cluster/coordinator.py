@@ -424,29 +424,7 @@ class CoordinatorClient:
         _set_keepalive(sock)
         sock.settimeout(_HANDSHAKE_TIMEOUT)
         try:
-            client_nonce = os.urandom(_NONCE)
-            sock.sendall(_frame(_MAGIC + client_nonce + struct.pack("!I", self._rank)))
-            reply = self._recv_frame(_PREAUTH_LIMIT)
-            if reply[:2] == b"NO":
-                raise AuthenticationError(
-                    f"the coordinator refused rank {self._rank}: {reply[2:].decode()}"
-                )
-            server_nonce, proof = reply[4 : 4 + _NONCE], reply[4 + _NONCE :]
-            if reply[:4] != _MAGIC or not hmac.compare_digest(
-                proof, _mac(self._token, b"server", client_nonce, self._job_id.encode())
-            ):
-                raise AuthenticationError(
-                    f"the process at {self._address[0]}:{self._address[1]} is not this job's"
-                    " coordinator (it could not prove the job token)"
-                )
-            sock.sendall(
-                _frame(_mac(self._token, b"client", server_nonce, struct.pack("!I", self._rank)))
-            )
-            verdict = self._recv_frame(_PREAUTH_LIMIT)
-            if verdict != b"OK":
-                raise AuthenticationError(
-                    f"the coordinator refused rank {self._rank}: {verdict[2:].decode(errors='replace')}"
-                )
+            self._handshake(sock)
             sock.sendall(_frame(pickle.dumps(record)))
             sock.settimeout(max(0.1, deadline - time.monotonic()))
             msg = pickle.loads(self._recv_frame(_FRAME_LIMIT))  # proven coordinator
@@ -468,6 +446,31 @@ class CoordinatorClient:
             self.close()
             raise BootstrapError(f"unexpected coordinator message {msg[0]!r} while joining")
         return msg[1]
+
+    def _handshake(self, sock: socket.socket) -> None:
+        """Prove the token to the coordinator and check that it proves it too."""
+        client_nonce = os.urandom(_NONCE)
+        sock.sendall(_frame(_MAGIC + client_nonce + struct.pack("!I", self._rank)))
+        reply = self._recv_frame(_PREAUTH_LIMIT)
+        if reply[:2] == b"NO":
+            raise AuthenticationError(
+                f"the coordinator refused rank {self._rank}: {reply[2:].decode(errors='replace')}"
+            )
+        server_nonce, proof = reply[4 : 4 + _NONCE], reply[4 + _NONCE :]
+        if reply[:4] != _MAGIC or not hmac.compare_digest(
+            proof, _mac(self._token, b"server", client_nonce, self._job_id.encode())
+        ):
+            raise AuthenticationError(
+                f"the process at {self._address[0]}:{self._address[1]} is not this job's"
+                " coordinator (it could not prove the job token)"
+            )
+        rank = struct.pack("!I", self._rank)
+        sock.sendall(_frame(_mac(self._token, b"client", server_nonce, rank)))
+        verdict = self._recv_frame(_PREAUTH_LIMIT)
+        if verdict != b"OK":
+            raise AuthenticationError(
+                f"the coordinator refused rank {self._rank}: {verdict[2:].decode(errors='replace')}"
+            )
 
     def watch(self, on_lost: Callable[[int, str], None]) -> None:
         """Start the background reader that reports lost ranks to ``on_lost``."""

@@ -63,7 +63,9 @@ class _Incoming(Operation):
 
     what = "receiving a message"
 
-    def __init__(self, request: object, buffer: np.ndarray, sender: int, seq: int, handler: Handler):
+    def __init__(
+        self, request: object, buffer: np.ndarray, sender: int, seq: int, handler: Handler
+    ):
         self.request = request
         self.buffer = buffer
         self.peer = sender
@@ -175,7 +177,7 @@ class ProgressEngine:
             return dict(self._lost)
 
     def lost_error(self, rank: int) -> PeerLostError | None:
-        """The error to raise for an operation needing ``rank``, or None if it is alive."""
+        """Return the error for an operation needing ``rank``, or None if it is alive."""
         with self._lock:
             reason = self._lost.get(rank)
         return None if reason is None else PeerLostError(rank, reason)
@@ -262,7 +264,9 @@ class ProgressEngine:
             self._next_deadline_check = now + 0.05
         return did
 
-    def help_until(self, done: Callable[[], bool], deadline: float, what: str, timeout: float) -> None:
+    def help_until(
+        self, done: Callable[[], bool], deadline: float, what: str, timeout: float
+    ) -> None:
         """Progress from the calling thread until ``done()``; the MPI way to wait with low latency.
 
         Raises :class:`~gpupart.CommTimeoutError` at ``deadline`` (a ``time.monotonic()``).

@@ -176,10 +176,12 @@ def encode_rejection(reason: str) -> bytes:
 
 
 def parse_rejection(payload: np.ndarray | bytes) -> str:
-    """The reason carried by a rejection."""
+    """Return the reason carried by a rejection."""
     raw = bytes(memoryview(payload).cast("B"))
     if raw[:4] != _REJECT_MAGIC:
-        raise ProtocolViolationError(f"rejection: expected magic {_REJECT_MAGIC!r}, found {raw[:4]!r}")
+        raise ProtocolViolationError(
+            f"rejection: expected magic {_REJECT_MAGIC!r}, found {raw[:4]!r}"
+        )
     return raw[4:].decode("utf-8", errors="replace")
 
 
@@ -308,7 +310,9 @@ class TileServer:
             logger.warning("rank %d sent a malformed request: %s", consumer, exc)
             rejection = encode_rejection(str(exc))
             tag = make_tag(Kind.RESPONSE, self.store.owner, batch)
-            self.engine.track(_Sent(consumer, self.transport.send(consumer, tag, rejection), rejection))
+            self.engine.track(
+                _Sent(consumer, self.transport.send(consumer, tag, rejection), rejection)
+            )
             return
         serve = _ServeBatch(self, consumer, batch, request)
         if not serve.poll():  # ready tiles go out now, not on the next round
@@ -389,10 +393,14 @@ class FetchBatch(Operation):
                 self._pack_members[item.pack].append(item)
                 continue
             if item.handle.nbytes:
-                item.request = transport.recv(make_tag(Kind.DATA, owner, item_seq0 + i), item.target)
+                item.request = transport.recv(
+                    make_tag(Kind.DATA, owner, item_seq0 + i), item.target
+                )
             self._alone.append(item)
         for j, buf in enumerate(self.packs):
-            self._pack_requests.append(transport.recv(make_tag(Kind.DATA, owner, pack_seq0 + j), buf))
+            self._pack_requests.append(
+                transport.recv(make_tag(Kind.DATA, owner, pack_seq0 + j), buf)
+            )
         items = self.items
         self._request_bytes = encode_request(
             [it.handle.tile_id for it in items],
@@ -403,13 +411,16 @@ class FetchBatch(Operation):
             item_seq0,
             pack_seq0,
         )
-        self._send = transport.send(owner, make_tag(Kind.REQUEST, me, self.batch), self._request_bytes)
+        self._send = transport.send(
+            owner, make_tag(Kind.REQUEST, me, self.batch), self._request_bytes
+        )
 
     def on_rejection(self, payload: np.ndarray) -> None:
-        """The owner could not parse the request (called on a progressing thread)."""
+        """Record that the owner could not parse the request (on a progressing thread)."""
         self.rejection = parse_rejection(payload)
 
     def poll(self) -> bool:
+        """Deliver what has arrived; True once every item is resolved."""
         if self.rejection is not None:
             raise FetchError(f"rank {self.peer} rejected the request: {self.rejection}")
         if not self._status_request.completed:
@@ -461,7 +472,9 @@ class FetchBatch(Operation):
     @staticmethod
     def _resolve_packed(item: FetchItem, pack: Any) -> None:
         h = item.handle
-        view = pack[item.offset : item.offset + h.nbytes].view(h.dtype).reshape(h.shape, order=h.order)
+        view = (
+            pack[item.offset : item.offset + h.nbytes].view(h.dtype).reshape(h.shape, order=h.order)
+        )
         if item.out is not None:
             view = copy_into(item.out, view)
         item.future.set_result(view)
@@ -472,6 +485,7 @@ class FetchBatch(Operation):
             self._on_finish(self)
 
     def fail(self, exc: BaseException) -> None:
+        """Fail every item not yet delivered (owner lost, timeout, transport error)."""
         for item in self.items:
             item.request = None
             if not item.future.done():
@@ -484,7 +498,7 @@ class FetchBatch(Operation):
 
 
 def error_for(code: int, handle: Handle) -> GpupartError:
-    """The consumer-side error for an owner's status code."""
+    """Return the consumer-side error for an owner's status code."""
     if code == NOT_FOUND:
         return TileNotFoundError(handle.owner, handle.tile_id)
     if code == SIZE_MISMATCH:

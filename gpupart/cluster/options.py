@@ -78,7 +78,7 @@ def _coerce(name: str, value: Any, default: Any, *, source: str) -> Any:
         if not isinstance(value, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
-            raise ValueError(f"{source}: expected a mapping of str to str, found {value!r}")
+            raise TypeError(f"{source}: expected a mapping of str to str, found {value!r}")
         return dict(value)
     if isinstance(default, bool):
         if isinstance(value, str):
@@ -89,15 +89,18 @@ def _coerce(name: str, value: Any, default: Any, *, source: str) -> Any:
                 return False
             raise ValueError(f"{source}: expected a boolean (1/0/true/false), found {value!r}")
         if not isinstance(value, bool):
-            raise ValueError(f"{source}: expected a bool, found {value!r}")
+            raise TypeError(f"{source}: expected a bool, found {value!r}")
         return value
     kind = type(default)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError(f"{source}: expected a positive {kind.__name__}, found {value!r}")
     try:
         converted = kind(value)
-        if kind is int and float(value) != converted:  # 1.5 must not become 1
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError(f"{source}: expected a {kind.__name__}, found {value!r}") from None
-    if isinstance(value, bool) or converted <= 0:
+        exact = kind is float or float(value) == converted  # 1.5 must not become 1
+    except ValueError:
+        exact = False
+    if not exact:
+        raise ValueError(f"{source}: expected a {kind.__name__}, found {value!r}")
+    if converted <= 0:
         raise ValueError(f"{source}: expected a positive {kind.__name__}, found {value!r}")
     return converted

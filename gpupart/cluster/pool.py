@@ -31,7 +31,7 @@ class HostBufferPool:
         return max(_MIN_CLASS, 1 << (max(nbytes, 1) - 1).bit_length())
 
     def acquire(self, nbytes: int) -> np.ndarray:
-        """A buffer of exactly ``nbytes`` (a view of a pooled, possibly reused, allocation)."""
+        """Return a buffer of exactly ``nbytes`` (a view of a pooled, maybe reused, allocation)."""
         size = self._size_class(nbytes)
         with self._lock:
             free = self._free.get(size)

@@ -65,7 +65,7 @@ class ResultSlot:
         self._done = True
 
     def result(self) -> Any:
-        """The value, or raise the error (only once done)."""
+        """Return the value, or raise the error (only once done)."""
         if self._exception is not None:
             raise self._exception
         return self._value

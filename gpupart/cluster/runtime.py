@@ -46,7 +46,7 @@ logger = logging.getLogger("gpupart.runtime")
 
 
 class Runtime:
-    """This process's membership of a gpupart job (create it with :func:`gpupart.init`).
+    """Membership of one process in a gpupart job (create it with :func:`gpupart.init`).
 
     A context manager with an idempotent :meth:`close`. ``rank``/``size`` place the process
     in the job, ``local_rank``/``local_size`` on its host; ``device`` is the bound GPU index
@@ -81,7 +81,9 @@ class Runtime:
         topo = topology.local()
         self.host = topo.hostname
         self.device, gpu = bind_process(spec.local_rank, topo, options)
-        self.backend = backends.select("cpu" if self.device is None else "cuda", device_id=self.device)
+        self.backend = backends.select(
+            "cpu" if self.device is None else "cuda", device_id=self.device
+        )
         self.backend.use()  # the CUDA context exists before UCX starts
         self.store = TileStore(self.rank)
         self.location = Location(
@@ -144,7 +146,9 @@ class Runtime:
         }
         table = self._client.join(record)
         self.peers = [entry["location"] for entry in table]
-        self._engine = engine = ProgressEngine(transport, rank=self.rank, spin=options.progress_spin)
+        self._engine = engine = ProgressEngine(
+            transport, rank=self.rank, spin=options.progress_spin
+        )
         for entry in table:
             if entry["rank"] != self.rank:
                 transport.connect(entry["rank"], entry["address"])
@@ -296,12 +300,17 @@ class Runtime:
             with engine.helping():  # this thread progresses: no hand-off to the engine thread
                 ops = self._start_fetch(handles, outs, slots)
                 engine.help_until(
-                    lambda: all(op.finished for op in ops), deadline, "get: waiting for tiles", limit
+                    lambda: all(op.finished for op in ops),
+                    deadline,
+                    "get: waiting for tiles",
+                    limit,
                 )
         results = [slot.result() for slot in slots]
         return results[0] if single else results
 
-    def _start_fetch(self, handles: list[Handle], outs: list[Any], sinks: list[Any]) -> list[FetchBatch]:
+    def _start_fetch(
+        self, handles: list[Handle], outs: list[Any], sinks: list[Any]
+    ) -> list[FetchBatch]:
         remote: dict[int, list[int]] = {}
         for i, h in enumerate(handles):
             if h.owner == self.rank:
@@ -323,7 +332,9 @@ class Runtime:
     def _check_fetch_args(self, handles: list[Any], out: Any) -> list[Any]:
         for i, h in enumerate(handles):
             if not isinstance(h, Handle):
-                raise TypeError(f"handles[{i}]: expected a gpupart.Handle, found {type(h).__name__}")
+                raise TypeError(
+                    f"handles[{i}]: expected a gpupart.Handle, found {type(h).__name__}"
+                )
             if h.job and h.job != self.job_id:
                 raise ValueError(
                     f"handles[{i}]: expected a handle of job {self.job_id!r}, found one of job"
@@ -337,7 +348,9 @@ class Runtime:
             return [None] * len(handles)
         outs = [out] if not isinstance(out, (list, tuple)) else list(out)
         if len(outs) != len(handles):
-            raise ValueError(f"out: expected {len(handles)} buffers (one per handle), found {len(outs)}")
+            raise ValueError(
+                f"out: expected {len(handles)} buffers (one per handle), found {len(outs)}"
+            )
         for i, (h, buf) in enumerate(zip(handles, outs, strict=True)):
             if buf is not None:
                 _check_out(i, h, buf)
@@ -387,12 +400,18 @@ class Runtime:
             if pack >= 0:
                 items.append(FetchItem(h, fut, None, None, out=buf, pack=pack, offset=offset))
                 continue
-            result = buf if buf is not None else self.backend.empty(h.shape, np.dtype(h.dtype), h.order)
+            result = (
+                buf if buf is not None else self.backend.empty(h.shape, np.dtype(h.dtype), h.order)
+            )
             items.append(FetchItem(h, fut, result, byte_view(result)))
         batch = self._reserve(1 + len(items) + len(packs))
         key = (owner, batch)
         op = FetchBatch(
-            owner, batch, items, packs, timeout=opts.fetch_timeout,
+            owner,
+            batch,
+            items,
+            packs,
+            timeout=opts.fetch_timeout,
             on_finish=lambda _op: self._batches.pop(key, None),
         )
         self._batches[key] = op
@@ -428,7 +447,7 @@ class Runtime:
         return self._collectives.allgather(obj, timeout)
 
     def allreduce(self, array: Any, op: str = "sum", timeout: float | None = None) -> Any:
-        """Elementwise ``'sum'``, ``'prod'``, ``'min'`` or ``'max'`` of a small array over all ranks."""
+        """Reduce a small array elementwise over all ranks: ``'sum'|'prod'|'min'|'max'``."""
         self._check_open()
         return self._collectives.allreduce(array, op, timeout)
 
@@ -489,7 +508,9 @@ class Runtime:
 def _check_out(i: int, h: Handle, buf: Any) -> None:
     """Check one ``out`` buffer against its handle (array attributes only: this is hot)."""
     if not (hasattr(buf, "__array_interface__") or hasattr(buf, "__cuda_array_interface__")):
-        raise TypeError(f"out[{i}]: expected a NumPy/CuPy array or None, found {type(buf).__name__}")
+        raise TypeError(
+            f"out[{i}]: expected a NumPy/CuPy array or None, found {type(buf).__name__}"
+        )
     shape, dtype = tuple(buf.shape), np.dtype(buf.dtype)
     if shape != h.shape or dtype.str != h.dtype:
         raise ValueError(
@@ -541,7 +562,10 @@ class _Registry:
             rt = self._runtime
             if rt is not None and not rt.closed:
                 if options:
-                    logger.warning("gpupart.init: a runtime is already running; options %s ignored", sorted(options))
+                    logger.warning(
+                        "gpupart.init: a runtime is already running; options %s ignored",
+                        sorted(options),
+                    )
                 return rt
             resolved = RuntimeOptions.resolve(options)
             spec = bootstrap.detect()
@@ -581,6 +605,5 @@ def init(**options: Any) -> Runtime:
 
 
 def current() -> Runtime:
-    """The runtime :func:`init` started; :class:`~gpupart.NotInitializedError` if none."""
+    """Return the runtime :func:`init` started (:class:`~gpupart.NotInitializedError` if none)."""
     return _registry.current()
-

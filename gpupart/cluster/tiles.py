@@ -41,7 +41,7 @@ class Handle:
 
 
 def byte_view(array: Any) -> Any:
-    """A flat ``uint8`` view of a C- or F-contiguous NumPy/CuPy array (no copy)."""
+    """Return a flat ``uint8`` view of a C- or F-contiguous NumPy/CuPy array (no copy)."""
     if array.flags.c_contiguous:
         flat = array.reshape(-1)
     elif array.flags.f_contiguous:

@@ -46,7 +46,9 @@ def _import_ucxx() -> tuple[Any, Any, dict[str, str]]:
         import ucxx._lib.libucxx as ucx
         from ucxx._lib.arr import Array
     except ImportError as exc:
-        raise TransportError("the UCX transport needs ucxx: pip install ucxx-cu12 (or ucxx-cu13)") from exc
+        raise TransportError(
+            "the UCX transport needs ucxx: pip install ucxx-cu12 (or ucxx-cu13)"
+        ) from exc
     finally:
         for key in [k for k in os.environ if k not in before]:
             del os.environ[key]
@@ -86,7 +88,7 @@ class UCXTransport:
 
     @property
     def address(self) -> bytes:
-        """This worker's UCX address, to be sent to peers at rendezvous."""
+        """Return the worker's UCX address, sent to peers at rendezvous."""
         return bytes(self._worker.address.tobytes())
 
     @property

@@ -14,8 +14,13 @@ def expected(owner: int, index: int, shape: tuple[int, ...], dtype: str, order: 
     return values.reshape(shape, order=order)
 
 
-SPECS = [((8,), "float64", "C"), ((1000, 3), "float32", "F"), ((3 << 20,), "uint8", "C"),
-         ((0,), "int64", "C"), ((512, 512), "complex64", "C")]
+SPECS = [
+    ((8,), "float64", "C"),
+    ((1000, 3), "float32", "F"),
+    ((3 << 20,), "uint8", "C"),
+    ((0,), "int64", "C"),
+    ((512, 512), "complex64", "C"),
+]
 
 with gpupart.init(device="cuda") as rt:
     assert rt.backend.is_gpu and rt.device is not None, rt
@@ -42,7 +47,9 @@ with gpupart.init(device="cuda") as rt:
     out_host = np.empty((1000, 3), dtype=np.float32, order="F")
     got_dev, got_host = rt.get([peer[2], peer[1]], out=[out_dev, out_host])
     assert got_dev is out_dev and got_host is out_host
-    np.testing.assert_array_equal(cp.asnumpy(out_dev), expected(peer[2].owner, 2, (3 << 20,), "uint8", "C"))
+    np.testing.assert_array_equal(
+        cp.asnumpy(out_dev), expected(peer[2].owner, 2, (3 << 20,), "uint8", "C")
+    )
     np.testing.assert_array_equal(out_host, expected(peer[1].owner, 1, (1000, 3), "float32", "F"))
     total = rt.allreduce(cp.ones(4, dtype=cp.float64))
     assert isinstance(total, cp.ndarray) and float(total[0]) == rt.size
