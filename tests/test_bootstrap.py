@@ -528,7 +528,7 @@ def _mpiexec() -> str:
 
 
 _EXCHANGE_SCRIPT = """
-import json, sys
+import json, os, sys
 from gpupart.cluster.bootstrap import detect, exchange_via_mpi
 from gpupart.cluster.coordinator import Coordinator, CoordinatorClient
 from gpupart.errors import BootstrapError
@@ -560,13 +560,16 @@ try:
             coordinator.close()
         served[:] = [row["rank"] for row in table]
 except BootstrapError as exc:
-    print(json.dumps({"rank": spec.rank, "error": str(exc)}), flush=True)
+    row = {"rank": spec.rank, "error": str(exc)}
 else:
-    print(json.dumps({
+    row = {
         "rank": done.rank, "size": done.size, "launcher": done.launcher,
         "coordinator": done.coordinator, "token": done.token.hex(), "job_id": done.job_id,
         "node_id": done.node_id, "served": served,
-    }), flush=True)
+    }
+# One file per rank: mpiexec interleaves the ranks' stdout, even within a line.
+with open(os.path.join(sys.argv[2], f"rank{spec.rank}.json"), "w") as f:
+    json.dump(row, f)
 """
 
 
@@ -579,14 +582,14 @@ def _run_mpi(tmp_path, mode):
         if not k.startswith(("GPUPART_", "SLURM_", "PMI_", "PMIX_", "OMPI_", "MPI_", "MV2_"))
     }
     proc = subprocess.run(
-        [_mpiexec(), "-n", "2", sys.executable, str(script), mode],
+        [_mpiexec(), "-n", "2", sys.executable, str(script), mode, str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=90,
         env=env,
     )
     assert proc.returncode == 0, proc.stderr
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    rows = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
     return sorted(rows, key=lambda row: row["rank"])
 
 
