@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from gpupart.cluster.engine import Operation, ProgressEngine
+from gpupart.cluster.engine import ProgressEngine, SendOperation
 from gpupart.cluster.tags import Kind, make_tag
 from gpupart.cluster.transport import UCXTransport
 from gpupart.errors import CollectiveError, CommTimeoutError, PeerLostError
@@ -93,25 +93,6 @@ class Mailbox:
             return len(self._items)
 
 
-class _Send(Operation):
-    """Keeps a collective payload alive until its send completes."""
-
-    def __init__(self, peer: int, request: Any, payload: bytes, what: str):
-        self.peer = peer
-        self.request = request
-        self.payload = payload
-        self.what = what
-
-    def poll(self) -> bool:
-        if not self.request.completed:
-            return False
-        UCXTransport.check(self.request)
-        return True
-
-    def fail(self, exc: BaseException) -> None:
-        self.request = None
-
-
 class Collectives:
     """Barrier, broadcast, allgather and allreduce among ``size`` ranks (see module docstring)."""
 
@@ -145,7 +126,7 @@ class Collectives:
     def _send(self, kind: Kind, dst: int, seq: int, status: str, value: Any, what: str) -> None:
         payload = pickle.dumps((status, value), protocol=5)
         request = self._transport.send(dst, make_tag(kind, self.rank, seq), payload)
-        self._engine.submit(_Send(dst, request, payload, what))
+        self._engine.submit(SendOperation(dst, request, payload, what))
 
     def _recv(self, kind: Kind, src: int, seq: int, deadline: float, timeout: float, what: str):
         raw = self._mailbox.take(

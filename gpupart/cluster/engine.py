@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from gpupart.cluster.tags import Kind, split_tag
 from gpupart.cluster.transport import UCXTransport
 from gpupart.errors import CommTimeoutError, PeerLostError
 
-__all__ = ["Operation", "ProgressEngine"]
+__all__ = ["Operation", "ProgressEngine", "SendOperation"]
 
 logger = logging.getLogger("gpupart.engine")
 
@@ -56,6 +57,28 @@ class Operation:
     def fail(self, exc: BaseException) -> None:
         """Finish the operation with ``exc``."""
         raise NotImplementedError
+
+
+class SendOperation(Operation):
+    """Keeps a send's buffer alive until UCX is done with it, then checks for an error."""
+
+    def __init__(self, peer: int, request: Any, buffer: Any, what: str = "sending a message"):
+        self.peer = peer
+        self.request = request
+        self.buffer = buffer
+        self.what = what
+
+    def poll(self) -> bool:
+        """Return True once the send completed (raising if it failed)."""
+        if not self.request.completed:
+            return False
+        UCXTransport.check(self.request)
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        """Drop the request (cancelling the send) and the buffer."""
+        self.request = None
+        self.buffer = None
 
 
 class _Incoming(Operation):

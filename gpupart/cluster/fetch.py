@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from gpupart.cluster.engine import Operation, ProgressEngine
+from gpupart.cluster.engine import Operation, ProgressEngine, SendOperation
 from gpupart.cluster.pool import HostBufferPool
 from gpupart.cluster.tags import Kind, make_tag
 from gpupart.cluster.tiles import Handle, TileStore, byte_view, copy_into
@@ -311,29 +311,17 @@ class TileServer:
             rejection = encode_rejection(str(exc))
             tag = make_tag(Kind.RESPONSE, self.store.owner, batch)
             self.engine.track(
-                _Sent(consumer, self.transport.send(consumer, tag, rejection), rejection)
+                SendOperation(
+                    consumer,
+                    self.transport.send(consumer, tag, rejection),
+                    rejection,
+                    "sending a rejection",
+                )
             )
             return
         serve = _ServeBatch(self, consumer, batch, request)
         if not serve.poll():  # ready tiles go out now, not on the next round
             self.engine.track(serve)
-
-
-class _Sent(Operation):
-    """Keeps a send's buffer alive until UCX is done with it."""
-
-    what = "sending a rejection"
-
-    def __init__(self, peer: int, request: Any, buffer: Any):
-        self.peer = peer
-        self.request = request
-        self.buffer = buffer
-
-    def poll(self) -> bool:
-        return bool(self.request.completed)
-
-    def fail(self, exc: BaseException) -> None:
-        self.request = None
 
 
 # -- consumer side ------------------------------------------------------------------------
