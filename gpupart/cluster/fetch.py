@@ -196,7 +196,6 @@ class _ServeBatch(Operation):
         self.peer = consumer
         self.batch = batch
         self.request = request
-        self.what = f"serving fetch batch {batch} to rank {consumer}"
         self.sends: list[Any] = []
         self.keep: list[Any] = []  # buffers that must outlive their sends
         self.pooled: list[Any] = []  # pack buffers to give back to the pool once sent
@@ -211,6 +210,11 @@ class _ServeBatch(Operation):
                 status[i] = SIZE_MISMATCH
                 self.tiles[i] = None
         self.status = np.frombuffer(status, dtype=np.uint8)
+
+    @property
+    def what(self) -> str:  # built only when an error needs it: this class is on the hot path
+        """Describe the operation for error messages."""
+        return f"serving fetch batch {self.batch} to rank {self.peer}"
 
     def poll(self) -> bool:
         if not self.started:
@@ -249,31 +253,42 @@ class _ServeBatch(Operation):
                 self._send(req.pack_seq0 + j, self._pack(indices, req.offsets, length))
 
     def _pack(self, indices: list[int], offsets: list[int], length: int) -> Any:
-        """Gather the pack's tiles into one buffer with a single vectorised copy."""
+        """Gather the pack's tiles into one buffer with a single vectorised copy.
+
+        Host tiles are gathered into a pooled host buffer; if any tile lives on the device
+        the pack is built on the device (padding included), in one ``cupy.concatenate``.
+        """
+        tiles = [(offsets[i], self.tiles[i]) for i in indices if self.tiles[i] is not None]
+        on_device = any(not isinstance(tile.data, np.ndarray) for _, tile in tiles)
+        if on_device:
+            import cupy  # a non-NumPy tile on the owner is a CuPy one (CuPy pools device memory)
+
+            zeros = cupy.zeros(PACK_ALIGN, dtype=cupy.uint8)
+        else:
+            zeros = _ZEROS
         parts: list[Any] = []
         cursor = 0
-        for i in indices:
-            tile = self.tiles[i]
-            if tile is None:
-                continue
-            gap = offsets[i] - cursor
+        for offset, tile in tiles:
+            gap = offset - cursor
             while gap > 0:  # alignment padding (or the room of a failed item)
                 step = min(gap, PACK_ALIGN)
-                parts.append(_ZEROS[:step])
+                parts.append(zeros[:step])
                 gap -= step
             parts.append(tile.data)
-            cursor = offsets[i] + tile.nbytes
-        if cursor < length:
-            parts.append(np.zeros(length - cursor, dtype=np.uint8))
-        if all(isinstance(p, np.ndarray) for p in parts):
-            pool = self.server.pool
-            pack = pool.acquire(length)
+            cursor = offset + tile.nbytes
+        if not on_device:
+            if cursor < length:
+                parts.append(np.zeros(length - cursor, dtype=np.uint8))
+            pack = self.server.pool.acquire(length)
             np.concatenate(parts, out=pack)
             self.pooled.append(pack)
             return pack
-        import cupy  # a non-NumPy tile on the owner is a CuPy one (CuPy pools device memory)
-
-        return cupy.concatenate([cupy.asarray(p) for p in parts])
+        if cursor < length:
+            parts.append(cupy.zeros(length - cursor, dtype=cupy.uint8))
+        pack = cupy.concatenate([cupy.asarray(p) for p in parts])
+        # UCX reads the pack as soon as the send is posted: the gather kernel must be done.
+        cupy.cuda.get_current_stream().synchronize()
+        return pack
 
     def _release(self) -> None:
         for pack in self.pooled:
@@ -360,7 +375,6 @@ class FetchBatch(Operation):
         self.packs = packs
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
-        self.what = f"fetching {len(items)} tile(s) from rank {owner}"
         self.status = np.empty(len(items), dtype=np.uint8)
         self.rejection: str | None = None
         self._status_request: Any = None
@@ -371,6 +385,11 @@ class FetchBatch(Operation):
         self._request_bytes = b""
         self._on_finish = on_finish
         self.finished = False
+
+    @property
+    def what(self) -> str:  # built only when an error needs it: this class is on the hot path
+        """Describe the operation for error messages."""
+        return f"fetching {len(self.items)} tile(s) from rank {self.peer}"
 
     def post(self, transport: UCXTransport, me: int, item_seq0: int, pack_seq0: int) -> None:
         """Post every receive, then the request (so no reply can arrive unexpected)."""

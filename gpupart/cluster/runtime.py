@@ -390,10 +390,13 @@ class Runtime:
             return None
         opts = self.options
         nbytes = [h.nbytes for h in handles]
-        eligible = [0 < n <= opts.pack_threshold for n in nbytes]
-        if sum(eligible) < 2:  # a pack of one only adds a copy on each side
-            eligible = [False] * len(nbytes)
-        pack_of, offsets, lengths = plan_packs(nbytes, eligible, opts.pack_limit)
+        if len(nbytes) > 1:
+            eligible = [0 < n <= opts.pack_threshold for n in nbytes]
+            if sum(eligible) < 2:  # a pack of one only adds a copy on each side
+                eligible = [False] * len(nbytes)
+            pack_of, offsets, lengths = plan_packs(nbytes, eligible, opts.pack_limit)
+        else:
+            pack_of, offsets, lengths = [-1], [0], []
         packs = [self.backend.empty((n,), np.uint8) for n in lengths]
         items = []
         for h, fut, buf, pack, offset in zip(handles, futures, outs, pack_of, offsets, strict=True):
