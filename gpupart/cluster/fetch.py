@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import logging
 import struct
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,8 +61,8 @@ from gpupart.errors import (
 logger = logging.getLogger("gpupart.fetch")
 
 __all__ = [
+    "AloneItem",
     "FetchBatch",
-    "FetchItem",
     "TileServer",
     "byte_view",
     "encode_request",
@@ -344,44 +345,56 @@ class TileServer:
 
 
 @dataclass(slots=True, eq=False)
-class FetchItem:
-    """One tile of a batch as the consumer sees it."""
+class AloneItem:
+    """A tile sent in its own message: where it lands and the receive bringing it."""
 
-    handle: Handle
-    future: Any  # a Future, or a ResultSlot for Runtime.get
-    result: Any  # the array handed to the caller (None while packed)
-    target: Any  # flat byte view receiving the data (None when packed)
-    out: Any = None  # caller's buffer when the item is packed and must be copied out
-    pack: int = -1
-    offset: int = 0
+    index: int  # position in the batch
+    result: Any  # the array handed to the caller
+    target: Any  # flat byte view of ``result`` that receives the data
     request: Any = None
 
 
 class FetchBatch(Operation):
-    """Consumer side of one request to one owner: completes each item's future."""
+    """Consumer side of one request to one owner: delivers each tile to its sink.
+
+    Tiles are kept as parallel arrays (handles, sinks, ``out`` buffers, pack and offset per
+    tile) rather than one object each, so that a batch of thousands of small tiles is
+    planned, encoded and delivered with vectorised steps. A sink is a
+    :class:`concurrent.futures.Future` (``Runtime.fetch``) or a
+    :class:`~gpupart.cluster.results.ResultSlot` (``Runtime.get``).
+    """
 
     def __init__(
         self,
         owner: int,
         batch: int,
-        items: list[FetchItem],
+        handles: list[Handle],
+        sinks: list[Any],
+        outs: list[Any],
+        pack_of: np.ndarray,
+        offsets: np.ndarray,
         packs: list[Any],
+        alone: list[AloneItem],
         *,
         timeout: float,
         on_finish: Callable[[FetchBatch], None],
     ):
         self.peer = owner
         self.batch = batch
-        self.items = items
+        self.handles = handles
+        self.sinks = sinks
+        self.outs = outs
+        self.pack_of = pack_of
+        self.offsets = offsets
         self.packs = packs
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
-        self.status = np.empty(len(items), dtype=np.uint8)
+        self.status = np.empty(len(handles), dtype=np.uint8)
         self.rejection: str | None = None
         self._status_request: Any = None
         self._pack_requests: list[Any] = []
-        self._pack_members: list[list[FetchItem]] = [[] for _ in packs]
-        self._alone: collections.deque[FetchItem] = collections.deque()  # sent alone, pending
+        self._pack_members: list[np.ndarray] = []
+        self._alone: collections.deque[AloneItem] = collections.deque(alone)
         self._send: Any = None
         self._request_bytes = b""
         self._on_finish = on_finish
@@ -390,31 +403,33 @@ class FetchBatch(Operation):
     @property
     def what(self) -> str:  # built only when an error needs it: this class is on the hot path
         """Describe the operation for error messages."""
-        return f"fetching {len(self.items)} tile(s) from rank {self.peer}"
+        return f"fetching {len(self.handles)} tile(s) from rank {self.peer}"
 
     def post(self, transport: UCXTransport, me: int, item_seq0: int, pack_seq0: int) -> None:
         """Post every receive, then the request (so no reply can arrive unexpected)."""
         owner = self.peer
         self._status_request = transport.recv(make_tag(Kind.DATA, owner, self.batch), self.status)
-        for i, item in enumerate(self.items):
-            if item.pack >= 0:
-                self._pack_members[item.pack].append(item)
-                continue
-            if item.handle.nbytes:
+        for item in self._alone:
+            if item.target.shape[0]:
                 item.request = transport.recv(
-                    make_tag(Kind.DATA, owner, item_seq0 + i), item.target
+                    make_tag(Kind.DATA, owner, item_seq0 + item.index), item.target
                 )
-            self._alone.append(item)
         for j, buf in enumerate(self.packs):
             self._pack_requests.append(
                 transport.recv(make_tag(Kind.DATA, owner, pack_seq0 + j), buf)
             )
-        items = self.items
+        if self.packs:
+            order = np.argsort(self.pack_of, kind="stable")
+            counts = np.bincount(self.pack_of[self.pack_of >= 0], minlength=len(self.packs))
+            first = len(self.pack_of) - int(counts.sum())  # unpacked (-1) items sort first
+            self._pack_members = np.split(order[first:], np.cumsum(counts)[:-1])
+        handles = self.handles
+        n = len(handles)
         self._request_bytes = encode_request(
-            [it.handle.tile_id for it in items],
-            [it.handle.nbytes for it in items],
-            [it.pack for it in items],
-            [it.offset for it in items],
+            np.fromiter((h.tile_id for h in handles), dtype=np.uint64, count=n),
+            np.fromiter((h.nbytes for h in handles), dtype=np.uint64, count=n),
+            self.pack_of,
+            self.offsets,
             [b.shape[0] for b in self.packs],
             item_seq0,
             pack_seq0,
@@ -428,7 +443,7 @@ class FetchBatch(Operation):
         self.rejection = parse_rejection(payload)
 
     def poll(self) -> bool:
-        """Deliver what has arrived; True once every item is resolved."""
+        """Deliver what has arrived; True once every tile is resolved."""
         if self.rejection is not None:
             raise FetchError(f"rank {self.peer} rejected the request: {self.rejection}")
         if not self._status_request.completed:
@@ -441,15 +456,12 @@ class FetchBatch(Operation):
             self._fail_reported()
         for j, members in enumerate(self._pack_members):
             request = self._pack_requests[j]
-            if not members or request is None or not request.completed:
+            if members is None or request is None or not request.completed:
                 continue
             UCXTransport.check(request)
             self._pack_requests[j] = None
-            pack = self.packs[j]
-            for item in members:
-                if not item.future.done():
-                    self._resolve_packed(item, pack)
-            members.clear()
+            self._deliver_pack(self.packs[j], members)
+            self._pack_members[j] = None  # type: ignore[call-overload]
         alone = self._alone
         # The owner sends in order and UCX completes mostly in order: deliver from the front
         # and stop at the first transfer still running, instead of scanning every pending
@@ -461,33 +473,43 @@ class FetchBatch(Operation):
                     break
                 UCXTransport.check(item.request)
                 item.request = None
-            if not item.future.done():
-                item.future.set_result(item.result)
+            sink = self.sinks[item.index]
+            if not sink.done():
+                sink.set_result(item.result)
             alone.popleft()
-        if alone or any(self._pack_members):
+        if alone or any(m is not None for m in self._pack_members):
             return False
         self._done()
         return True
 
     def _fail_reported(self) -> None:
-        """Fail the items the owner's status marks as failed; cancel their receives."""
-        for index in np.flatnonzero(self.status).tolist():
-            item = self.items[index]
-            item.request = None  # cancels the receive: nothing will be sent for it
-            if not item.future.done():
-                item.future.set_exception(error_for(int(self.status[index]), item.handle))
-        if self._alone:
-            self._alone = collections.deque(it for it in self._alone if not it.future.done())
+        """Fail the tiles the owner's status marks as failed; cancel their receives."""
+        failed = np.flatnonzero(self.status).tolist()
+        if not failed:
+            return
+        for index in failed:
+            sink = self.sinks[index]
+            if not sink.done():
+                sink.set_exception(error_for(int(self.status[index]), self.handles[index]))
+        bad = set(failed)
+        keep = collections.deque()
+        for item in self._alone:
+            if item.index in bad:
+                item.request = None  # cancels the receive: nothing will be sent for it
+            else:
+                keep.append(item)
+        self._alone = keep
 
-    @staticmethod
-    def _resolve_packed(item: FetchItem, pack: Any) -> None:
-        h = item.handle
-        view = (
-            pack[item.offset : item.offset + h.nbytes].view(h.dtype).reshape(h.shape, order=h.order)
-        )
-        if item.out is not None:
-            view = copy_into(item.out, view)
-        item.future.set_result(view)
+    def _deliver_pack(self, pack: Any, members: np.ndarray) -> None:
+        """Hand every tile of a completed pack to its sink (views of the pack, or out=)."""
+        sinks, outs = self.sinks, self.outs
+        views = _pack_views(pack, members, self.handles, self.offsets)
+        for index, view in zip(members.tolist(), views, strict=True):
+            sink = sinks[index]
+            if sink.done():  # failed (status) or cancelled by the caller
+                continue
+            out = outs[index]
+            sink.set_result(view if out is None else copy_into(out, view))
 
     def _done(self) -> None:
         if not self.finished:
@@ -495,16 +517,41 @@ class FetchBatch(Operation):
             self._on_finish(self)
 
     def fail(self, exc: BaseException) -> None:
-        """Fail every item not yet delivered (owner lost, timeout, transport error)."""
-        for item in self.items:
+        """Fail every tile not yet delivered (owner lost, timeout, transport error)."""
+        for sink in self.sinks:
+            if not sink.done():
+                sink.set_exception(exc)
+        for item in self._alone:
             item.request = None
-            if not item.future.done():
-                item.future.set_exception(exc)
         self._pack_requests.clear()
         self._alone.clear()
-        for members in self._pack_members:
-            members.clear()
+        self._pack_members = []
         self._done()
+
+
+def _pack_views(pack: Any, members: np.ndarray, handles: list[Handle], offsets: np.ndarray) -> list:
+    """Return views of a pack's tiles (one strided view split up when they are all alike)."""
+    idx = members.tolist()
+    first = handles[idx[0]]
+    offs = offsets[members]
+    k = len(idx)
+    if k > 1 and (first.order == "C" or len(first.shape) <= 1):
+        stride = int(offs[1] - offs[0])
+        alike = all(
+            handles[i].dtype == first.dtype and handles[i].shape == first.shape for i in idx
+        )
+        if alike and stride >= first.nbytes and bool(np.all(np.diff(offs) == stride)):
+            xp = sys.modules[type(pack).__module__.split(".")[0]]
+            start = int(offs[0])
+            rows = xp.lib.stride_tricks.as_strided(
+                pack[start:], shape=(k, first.nbytes), strides=(stride, 1)
+            )
+            return list(rows.view(first.dtype).reshape((k, *first.shape)))
+    views = []
+    for i, off in zip(idx, offs.tolist(), strict=True):
+        h = handles[i]
+        views.append(pack[off : off + h.nbytes].view(h.dtype).reshape(h.shape, order=h.order))
+    return views
 
 
 def error_for(code: int, handle: Handle) -> GpupartError:
@@ -522,7 +569,7 @@ def error_for(code: int, handle: Handle) -> GpupartError:
 def plan_packs(
     nbytes: Sequence[int], eligible: Sequence[bool], pack_limit: int
 ) -> tuple[list[int], list[int], list[int]]:
-    """Assign eligible items to packs of at most ``pack_limit`` bytes.
+    """Assign eligible items, in order, to packs of at most ``pack_limit`` bytes.
 
     Returns ``(pack index per item or -1, offset per item, length per pack)``; offsets are
     aligned to :data:`PACK_ALIGN`.

@@ -23,8 +23,8 @@ from gpupart.cluster.coordinator import COORDINATOR_RANK, Coordinator, Coordinat
 from gpupart.cluster.engine import ProgressEngine
 from gpupart.cluster.fetch import (
     SIZE_MISMATCH,
+    AloneItem,
     FetchBatch,
-    FetchItem,
     TileServer,
     error_for,
     plan_packs,
@@ -389,36 +389,41 @@ class Runtime:
                 fut.set_exception(lost)
             return None
         opts = self.options
-        nbytes = [h.nbytes for h in handles]
-        if len(nbytes) > 1:
-            eligible = [0 < n <= opts.pack_threshold for n in nbytes]
-            if sum(eligible) < 2:  # a pack of one only adds a copy on each side
-                eligible = [False] * len(nbytes)
-            pack_of, offsets, lengths = plan_packs(nbytes, eligible, opts.pack_limit)
-        else:
-            pack_of, offsets, lengths = [-1], [0], []
-        packs = [self.backend.empty((n,), np.uint8) for n in lengths]
-        items = []
-        for h, fut, buf, pack, offset in zip(handles, futures, outs, pack_of, offsets, strict=True):
-            if pack >= 0:
-                items.append(FetchItem(h, fut, None, None, out=buf, pack=pack, offset=offset))
-                continue
+        n = len(handles)
+        nbytes = np.fromiter((h.nbytes for h in handles), dtype=np.int64, count=n)
+        eligible = (nbytes > 0) & (nbytes <= opts.pack_threshold)
+        if np.count_nonzero(eligible) < 2:  # a pack of one only adds a copy on each side
+            eligible[:] = False
+        pack_list, offset_list, lengths = plan_packs(
+            nbytes.tolist(), eligible.tolist(), opts.pack_limit
+        )
+        pack_of = np.asarray(pack_list, dtype=np.int64)
+        offsets = np.asarray(offset_list, dtype=np.int64)
+        packs = [self.backend.empty((length,), np.uint8) for length in lengths]
+        alone = []
+        for i in np.flatnonzero(~eligible).tolist():
+            h, buf = handles[i], outs[i]
             result = (
                 buf if buf is not None else self.backend.empty(h.shape, np.dtype(h.dtype), h.order)
             )
-            items.append(FetchItem(h, fut, result, byte_view(result)))
-        batch = self._reserve(1 + len(items) + len(packs))
+            alone.append(AloneItem(i, result, byte_view(result)))
+        batch = self._reserve(1 + n + len(packs))
         key = (owner, batch)
         op = FetchBatch(
             owner,
             batch,
-            items,
+            handles,
+            futures,
+            outs,
+            pack_of,
+            offsets,
             packs,
+            alone,
             timeout=opts.fetch_timeout,
             on_finish=lambda _op: self._batches.pop(key, None),
         )
         self._batches[key] = op
-        op.post(transport, self.rank, batch + 1, batch + 1 + len(items))
+        op.post(transport, self.rank, batch + 1, batch + 1 + n)
         engine.submit(op)
         return op
 
