@@ -600,3 +600,40 @@ def test_coordinator_refuses_malformed_handshakes(job, caplog):
     reply = exchange(struct.pack("!I", 40) + pickle.dumps(("bye",)).ljust(40, b"."))
     assert reply[4:6] == b"NO"
     assert caplog.text.count("refused a join") == 3
+
+
+def _handle(tile_id: int, shape: tuple[int, ...], dtype: str, order: str = "C") -> gpupart.Handle:
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return gpupart.Handle(
+        0, tile_id, np.dtype(dtype).str, shape, nbytes, gpupart.Location.parse(0), order
+    )
+
+
+@pytest.mark.parametrize(
+    "specs",
+    [
+        [((4, 3), "float64")] * 5,  # alike and evenly spaced: one strided view, split
+        [((7,), "int16")] * 3,
+        [((4, 3), "float64"), ((5,), "int8"), ((2, 2), "complex64")],  # mixed: one by one
+        [((3, 2), "float32", "F")] * 4,  # F order: one by one
+    ],
+)
+def test_pack_views_match_the_bytes_of_each_tile(specs):
+    handles = [_handle(i, *spec) for i, spec in enumerate(specs)]
+    _, offsets, lengths = fetch.plan_packs(
+        [h.nbytes for h in handles], [True] * len(handles), 1 << 20
+    )
+    pack = np.zeros(lengths[0], dtype=np.uint8)
+    expected = []
+    for h, off in zip(handles, offsets, strict=True):
+        arr = (np.arange(np.prod(h.shape)) + 10 * h.tile_id).astype(h.dtype)
+        arr = arr.reshape(h.shape, order=h.order)
+        raw = arr.ravel(order="K").view(np.uint8)
+        pack[off : off + h.nbytes] = raw
+        expected.append(arr)
+    members = np.arange(len(handles))
+    views = fetch._pack_views(pack, members, handles, np.asarray(offsets))
+    for got, want, h in zip(views, expected, handles, strict=True):
+        assert got.shape == h.shape and got.dtype == np.dtype(h.dtype)
+        np.testing.assert_array_equal(got, want)
+        assert np.shares_memory(got, pack)  # views, not copies
