@@ -204,14 +204,26 @@ class _ServeBatch(Operation):
         self.started = False
         self._checked = 0  # sends before this index have completed and were checked
         self.tiles: list[Any] = server.store.lookup(request.tile_ids)
-        status = bytearray(len(self.tiles))
-        for i, (tile, size) in enumerate(zip(self.tiles, request.nbytes, strict=True)):
-            if tile is None:
-                status[i] = NOT_FOUND
-            elif tile.nbytes != size:
-                status[i] = SIZE_MISMATCH
+        n = len(self.tiles)
+        if n <= _SMALL:
+            status = bytearray(n)
+            for i, (tile, size) in enumerate(zip(self.tiles, request.nbytes, strict=True)):
+                if tile is None:
+                    status[i] = NOT_FOUND
+                elif tile.nbytes != size:
+                    status[i] = SIZE_MISMATCH
+                    self.tiles[i] = None
+            self.status = np.frombuffer(status, dtype=np.uint8)
+        else:
+            have = np.fromiter((-1 if t is None else t.nbytes for t in self.tiles), np.int64, n)
+            missing = have < 0
+            wrong = ~missing & (have != np.asarray(request.nbytes, dtype=np.int64))
+            self.status = np.where(missing, NOT_FOUND, np.where(wrong, SIZE_MISMATCH, OK))
+            self.status = self.status.astype(np.uint8)
+            for i in np.flatnonzero(wrong).tolist():
                 self.tiles[i] = None
-        self.status = np.frombuffer(status, dtype=np.uint8)
+        # Only tiles whose producer registered an event can be not ready yet.
+        self.pending = [t for t in self.tiles if t is not None and t.event is not None]
 
     @property
     def what(self) -> str:  # built only when an error needs it: this class is on the hot path
@@ -220,8 +232,10 @@ class _ServeBatch(Operation):
 
     def poll(self) -> bool:
         if not self.started:
-            if not all(t is None or t.ready() for t in self.tiles):
-                return False
+            if self.pending:
+                self.pending = [t for t in self.pending if not t.ready()]
+                if self.pending:
+                    return False
             self.started = True
             self._send_all()
         sends = self.sends
@@ -271,11 +285,9 @@ class _ServeBatch(Operation):
         parts: list[Any] = []
         cursor = 0
         for offset, tile in tiles:
-            gap = offset - cursor
-            while gap > 0:  # alignment padding (or the room of a failed item)
-                step = min(gap, PACK_ALIGN)
-                parts.append(zeros[:step])
-                gap -= step
+            gap = offset - cursor  # alignment padding, or the room of a failed item
+            if gap:
+                parts.append(zeros[:gap] if gap <= PACK_ALIGN else _zeros_like(zeros, gap))
             parts.append(tile.data)
             cursor = offset + tile.nbytes
         if not on_device:
@@ -301,6 +313,12 @@ class _ServeBatch(Operation):
         self.sends.clear()  # dropping the requests cancels them
         self.keep.clear()
         self.pooled.clear()  # UCX may still touch them: never reuse
+
+
+def _zeros_like(example: Any, n: int) -> Any:
+    """``n`` zero bytes in the same kind of memory as ``example``."""
+    module = sys.modules[type(example).__module__.split(".")[0]]
+    return module.zeros(n, dtype=module.uint8)
 
 
 class TileServer:
