@@ -17,11 +17,10 @@ and a longer one when idle.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -108,6 +107,21 @@ class _Incoming(Operation):
         logger.debug("dropped an incoming message from rank %s: %s", self.peer, exc)
 
 
+class _Helping:
+    """Context manager counting threads that progress the engine themselves (hot path)."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: ProgressEngine) -> None:
+        self._engine = engine
+
+    def __enter__(self) -> None:
+        self._engine._helpers += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._engine._helpers -= 1
+
+
 class ProgressEngine:
     """Drives one :class:`UCXTransport` from a background thread (see module docstring)."""
 
@@ -170,14 +184,9 @@ class ProgressEngine:
         """Like :meth:`submit`, from inside a handler (already on a progressing thread)."""
         self._new_ops.append(op)
 
-    @contextlib.contextmanager
-    def helping(self) -> Iterator[None]:
+    def helping(self) -> _Helping:
         """Mark the calling thread as one that will progress (via :meth:`help_until`)."""
-        self._helpers += 1
-        try:
-            yield
-        finally:
-            self._helpers -= 1
+        return _Helping(self)
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` in the engine thread."""

@@ -389,8 +389,8 @@ class FetchBatch(Operation):
         handles: list[Handle],
         sinks: list[Any],
         outs: list[Any],
-        pack_of: np.ndarray,
-        offsets: np.ndarray,
+        pack_of: np.ndarray | list[int],  # arrays when there are packs, plain lists otherwise
+        offsets: np.ndarray | list[int],
         packs: list[Any],
         alone: list[AloneItem],
         *,

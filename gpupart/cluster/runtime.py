@@ -397,8 +397,11 @@ class Runtime:
         pack_list, offset_list, lengths = plan_packs(
             nbytes.tolist(), eligible.tolist(), opts.pack_limit
         )
-        pack_of = np.asarray(pack_list, dtype=np.int64)
-        offsets = np.asarray(offset_list, dtype=np.int64)
+        pack_of: Any = pack_list
+        offsets: Any = offset_list
+        if lengths:  # pack bookkeeping is vectorised; a batch without packs needs none
+            pack_of = np.asarray(pack_list, dtype=np.int64)
+            offsets = np.asarray(offset_list, dtype=np.int64)
         packs = [self.backend.empty((length,), np.uint8) for length in lengths]
         alone = []
         for i in np.flatnonzero(~eligible).tolist():
