@@ -255,51 +255,59 @@ class _ServeBatch(Operation):
         self.sends.append(self.server.transport.send(self.peer, tag, buffer))
 
     def _send_all(self) -> None:
+        """Send the status, then every tile: alone ones as they come, each pack once full.
+
+        One pass over the batch; packs are filled in order, so a pack is gathered and sent
+        as soon as the next one starts, overlapping its transfer with the rest of the work.
+        """
         req = self.request
         self._send(self.batch, self.status)
-        members: list[list[int]] = [[] for _ in req.pack_lengths]
+        parts: list[Any] = []  # the current pack: arrays, and ints for runs of zero bytes
+        current, cursor, on_device = -1, 0, False
         for i, (tile, pack) in enumerate(zip(self.tiles, req.packs, strict=True)):
-            if pack >= 0:
-                members[pack].append(i)
-            elif tile is not None and tile.nbytes:
-                self._send(req.item_seq0 + i, tile.data)
-        for j, indices in enumerate(members):
-            length = req.pack_lengths[j]
-            if length:
-                self._send(req.pack_seq0 + j, self._pack(indices, req.offsets, length))
-
-    def _pack(self, indices: list[int], offsets: list[int], length: int) -> Any:
-        """Gather the pack's tiles into one buffer with a single vectorised copy.
-
-        Host tiles are gathered into a pooled host buffer; if any tile lives on the device
-        the pack is built on the device (padding included), in one ``cupy.concatenate``.
-        """
-        tiles = [(offsets[i], self.tiles[i]) for i in indices if self.tiles[i] is not None]
-        on_device = any(not isinstance(tile.data, np.ndarray) for _, tile in tiles)
-        if on_device:
-            import cupy  # a non-NumPy tile on the owner is a CuPy one (CuPy pools device memory)
-
-            zeros = cupy.zeros(PACK_ALIGN, dtype=cupy.uint8)
-        else:
-            zeros = _ZEROS
-        parts: list[Any] = []
-        cursor = 0
-        for offset, tile in tiles:
-            gap = offset - cursor  # alignment padding, or the room of a failed item
-            if gap:
-                parts.append(zeros[:gap] if gap <= PACK_ALIGN else _zeros_like(zeros, gap))
-            parts.append(tile.data)
+            if pack < 0:
+                if tile is not None and tile.nbytes:
+                    self._send(req.item_seq0 + i, tile.data)
+                continue
+            if pack != current:
+                if current >= 0:
+                    self._send_pack(current, parts, cursor, on_device)
+                parts, current, cursor, on_device = [], pack, 0, False
+            if tile is None:
+                continue  # its room stays zero (the status marks it failed)
+            offset = req.offsets[i]
+            if offset > cursor:
+                parts.append(offset - cursor)
+            data = tile.data
+            parts.append(data)
             cursor = offset + tile.nbytes
+            on_device = on_device or type(data) is not np.ndarray
+        if current >= 0:
+            self._send_pack(current, parts, cursor, on_device)
+
+    def _send_pack(self, pack: int, parts: list[Any], cursor: int, on_device: bool) -> None:
+        length = self.request.pack_lengths[pack]
+        if cursor < length:
+            parts.append(length - cursor)
+        if length:
+            self._send(self.request.pack_seq0 + pack, self._gather(parts, length, on_device))
+
+    def _gather(self, parts: list[Any], length: int, on_device: bool) -> Any:
+        """Concatenate a pack's pieces in one vectorised copy (ints are runs of zeros).
+
+        Host packs go into a pooled buffer; a pack with any device tile is built on the
+        device, padding included, with one ``cupy.concatenate``.
+        """
         if not on_device:
-            if cursor < length:
-                parts.append(np.zeros(length - cursor, dtype=np.uint8))
+            pieces = [p if type(p) is not int else _zeros(np, p) for p in parts]
             pack = self.server.pool.acquire(length)
-            np.concatenate(parts, out=pack)
+            np.concatenate(pieces, out=pack)
             self.pooled.append(pack)
             return pack
-        if cursor < length:
-            parts.append(cupy.zeros(length - cursor, dtype=cupy.uint8))
-        pack = cupy.concatenate([cupy.asarray(p) for p in parts])
+        import cupy  # a non-NumPy tile on the owner is a CuPy one (CuPy pools device memory)
+
+        pieces = [cupy.zeros(p, cupy.uint8) if type(p) is int else cupy.asarray(p) for p in parts]
+        pack = cupy.concatenate(pieces)
         # UCX reads the pack as soon as the send is posted: the gather kernel must be done.
         cupy.cuda.get_current_stream().synchronize()
         return pack
@@ -315,10 +323,11 @@ class _ServeBatch(Operation):
         self.pooled.clear()  # UCX may still touch them: never reuse
 
 
-def _zeros_like(example: Any, n: int) -> Any:
-    """``n`` zero bytes in the same kind of memory as ``example``."""
-    module = sys.modules[type(example).__module__.split(".")[0]]
-    return module.zeros(n, dtype=module.uint8)
+def _zeros(xp: Any, n: int) -> Any:
+    """``n`` zero bytes of ``xp`` (a shared view for alignment-sized runs on the host)."""
+    if xp is np and n <= PACK_ALIGN:
+        return _ZEROS[:n]
+    return xp.zeros(n, dtype=xp.uint8)
 
 
 class TileServer:
