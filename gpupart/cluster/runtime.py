@@ -518,6 +518,15 @@ class Runtime:
 
 def _check_out(i: int, h: Handle, buf: Any) -> None:
     """Check one ``out`` buffer against its handle (array attributes only: this is hot)."""
+    if type(buf) is np.ndarray:  # the common case, without the generic probing below
+        flags = buf.flags
+        if (
+            buf.shape == h.shape
+            and buf.dtype.str == h.dtype
+            and flags.writeable
+            and (flags.c_contiguous if h.order == "C" or buf.ndim <= 1 else flags.f_contiguous)
+        ):
+            return
     if not (hasattr(buf, "__array_interface__") or hasattr(buf, "__cuda_array_interface__")):
         raise TypeError(
             f"out[{i}]: expected a NumPy/CuPy array or None, found {type(buf).__name__}"
