@@ -451,10 +451,9 @@ class FetchBatch(Operation):
             first = len(self.pack_of) - int(counts.sum())  # unpacked (-1) items sort first
             self._pack_members = np.split(order[first:], np.cumsum(counts)[:-1])
         handles = self.handles
-        n = len(handles)
         self._request_bytes = encode_request(
-            np.fromiter((h.tile_id for h in handles), dtype=np.uint64, count=n),
-            np.fromiter((h.nbytes for h in handles), dtype=np.uint64, count=n),
+            [h.tile_id for h in handles],
+            [h.nbytes for h in handles],
             self.pack_of,
             self.offsets,
             [b.shape[0] for b in self.packs],
@@ -511,9 +510,9 @@ class FetchBatch(Operation):
 
     def _fail_reported(self) -> None:
         """Fail the tiles the owner's status marks as failed; cancel their receives."""
-        failed = np.flatnonzero(self.status).tolist()
-        if not failed:
+        if not any(self.status.data):  # bytes of the status: fast for the all-ok case
             return
+        failed = np.flatnonzero(self.status).tolist()
         for index in failed:
             sink = self.sinks[index]
             if not sink.done():

@@ -390,13 +390,14 @@ class Runtime:
             return None
         opts = self.options
         n = len(handles)
-        nbytes = np.fromiter((h.nbytes for h in handles), dtype=np.int64, count=n)
-        eligible = (nbytes > 0) & (nbytes <= opts.pack_threshold)
-        if np.count_nonzero(eligible) < 2:  # a pack of one only adds a copy on each side
-            eligible[:] = False
-        pack_list, offset_list, lengths = plan_packs(
-            nbytes.tolist(), eligible.tolist(), opts.pack_limit
-        )
+        nbytes = [h.nbytes for h in handles]
+        threshold = opts.pack_threshold
+        eligible = [0 < size <= threshold for size in nbytes]
+        if sum(eligible) < 2:  # a pack of one only adds a copy on each side
+            eligible = [False] * n
+            pack_list, offset_list, lengths = [-1] * n, [0] * n, []
+        else:
+            pack_list, offset_list, lengths = plan_packs(nbytes, eligible, opts.pack_limit)
         pack_of: Any = pack_list
         offsets: Any = offset_list
         if lengths:  # pack bookkeeping is vectorised; a batch without packs needs none
@@ -404,7 +405,7 @@ class Runtime:
             offsets = np.asarray(offset_list, dtype=np.int64)
         packs = [self.backend.empty((length,), np.uint8) for length in lengths]
         alone = []
-        for i in np.flatnonzero(~eligible).tolist():
+        for i in (i for i, packed in enumerate(eligible) if not packed):
             h, buf = handles[i], outs[i]
             result = (
                 buf if buf is not None else self.backend.empty(h.shape, np.dtype(h.dtype), h.order)
