@@ -71,17 +71,16 @@ def records(output: str, kind: str | None = None) -> list[dict[str, Any]]:
     return found
 
 
-def run_job(
+def run_ranks(
     n: int,
-    script: str,
-    *args: str,
+    rank_command: list[str],
+    *,
     env: Mapping[str, str] | None = None,
     timeout: float = JOB_TIMEOUT,
     launcher_args: tuple[str, ...] = (),
 ) -> tuple[int, str, str]:
-    """Run ``script`` as ``n`` ranks through ``gpupart run``; ``(returncode, stdout, stderr)``."""
-    command = [PY, "-m", "gpupart", "run", "-n", str(n), *launcher_args, "--"]
-    command += [PY, script_path(script), *args]
+    """Run ``rank_command`` as ``n`` ranks through ``gpupart run``; ``(rc, stdout, stderr)``."""
+    command = [PY, "-m", "gpupart", "run", "-n", str(n), *launcher_args, "--", *rank_command]
     proc = subprocess.run(
         command,
         capture_output=True,
@@ -91,6 +90,20 @@ def run_job(
         stdin=subprocess.DEVNULL,
     )
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def run_job(
+    n: int,
+    script: str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = JOB_TIMEOUT,
+    launcher_args: tuple[str, ...] = (),
+) -> tuple[int, str, str]:
+    """Run the rank script ``script`` (in mp_scripts/) as ``n`` ranks through ``gpupart run``."""
+    return run_ranks(
+        n, [PY, script_path(script), *args], env=env, timeout=timeout, launcher_args=launcher_args
+    )
 
 
 @dataclass

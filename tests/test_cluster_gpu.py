@@ -5,12 +5,10 @@ Both ranks may share one GPU (the runtime binds GPU 0 when only one is visible).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import PY, run_ranks
 
 from gpupart import backend
 
@@ -29,18 +27,8 @@ def cuda_gpus() -> int:
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("nprocs", [1, 2])
 def test_cupy_tiles_fetched_between_ranks(cuda_gpus: int, nprocs: int) -> None:
-    env = dict(os.environ, GPUPART_DEVICE="cuda")
-    cmd = [
-        sys.executable,
-        "-m",
-        "gpupart",
-        "run",
-        "-n",
-        str(nprocs),
-        "--",
-        sys.executable,
-        str(SCRIPTS / "fetch_cupy.py"),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("GPU OK") == nprocs, proc.stdout
+    rc, out, err = run_ranks(
+        nprocs, [PY, str(SCRIPTS / "fetch_cupy.py")], env={"GPUPART_DEVICE": "cuda"}, timeout=300
+    )
+    assert rc == 0, out + err
+    assert out.count("GPU OK") == nprocs, out
