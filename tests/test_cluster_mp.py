@@ -7,7 +7,6 @@ scripts run at 1, 2 and 3 ranks (ring and all-to-all patterns).
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
 import socket
@@ -240,6 +239,7 @@ def test_simulated_slurm_step(tmp_path: Path, n):
         assert info["launcher"] == "slurm" and info["job_id"] == f"{job}.0"
         (done,) = records(output, "done")
         assert done["tiles"] == N_SPECS * (n + 2) + 1
-    token_files = list((tmp_path / "tokens").iterdir())
-    assert [f.name for f in token_files] == [f"{job}.0.token"]
-    assert oct(os.stat(token_files[0]).st_mode & 0o777) == "0o600"
+    # The user-only token file (its 0600 creation is tested in test_bootstrap) is deleted by
+    # rank 0 once every rank has joined: the secret does not outlive the start-up on disk.
+    assert (tmp_path / "tokens").is_dir()
+    assert list((tmp_path / "tokens").iterdir()) == []

@@ -100,6 +100,9 @@ class JobSpec:
     serve_coordinator: bool
     token: bytes | None
     bind_host: str | None
+    #: The user-only file the token was read from (Slurm): the serving rank deletes it
+    #: once every rank has joined.
+    token_file: str | None = None
 
     def __repr__(self) -> str:
         token = "None" if self.token is None else f"<{len(self.token)} secret bytes>"
@@ -610,6 +613,7 @@ def _detect_slurm(env: _Env, place: tuple[int, int, str, str]) -> JobSpec:
         else:
             bind_host = _resolve_bind(host, source, multinode=multinode)
             host = bind_host  # rank 0 may see its own name map to loopback; use the address
+    token_file = None
     if env.has("GPUPART_JOB_TOKEN"):
         token = env.token("GPUPART_JOB_TOKEN")
     else:
@@ -617,6 +621,7 @@ def _detect_slurm(env: _Env, place: tuple[int, int, str, str]) -> JobSpec:
         path = slurm_token_file(token_dir, job, step, restart)
         timeout = env.seconds("GPUPART_BOOTSTRAP_TIMEOUT", _DEFAULT_TIMEOUT)
         token = read_or_create_slurm_token(path, create=serve, timeout=timeout)
+        token_file = str(path)
     return JobSpec(
         rank=rank,
         size=size,
@@ -629,6 +634,7 @@ def _detect_slurm(env: _Env, place: tuple[int, int, str, str]) -> JobSpec:
         serve_coordinator=serve,
         token=token,
         bind_host=bind_host,
+        token_file=token_file,
     )
 
 

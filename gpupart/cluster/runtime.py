@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import logging
 import os
@@ -145,6 +146,10 @@ class Runtime:
             "local_rank": self.local_rank,
         }
         table = self._client.join(record)
+        if spec.serve_coordinator and spec.token_file:
+            # Every rank proved the token to join: the secret need not stay on disk.
+            with contextlib.suppress(OSError):
+                os.unlink(spec.token_file)
         self.peers = [entry["location"] for entry in table]
         self._engine = engine = ProgressEngine(
             transport, rank=self.rank, spin=options.progress_spin
