@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from gpupart.cluster.coordinator import LEFT_REASON
 from gpupart.cluster.engine import ProgressEngine, SendOperation
 from gpupart.cluster.tags import Kind, make_tag
 from gpupart.cluster.transport import UCXTransport
@@ -136,9 +137,23 @@ class Collectives:
             deadline=deadline,
             timeout=timeout,
             what=what,
-            lost=self._engine.lost_error if kind is Kind.FINALIZE else self._any_lost,
+            lost=self._any_crashed if kind is Kind.FINALIZE else self._any_lost,
         )
         return pickle.loads(raw)  # from an authenticated member of the job
+
+    def _any_crashed(self, src: int) -> PeerLostError | None:
+        """For the closing barrier: ``src`` gone, or any rank gone without saying goodbye.
+
+        Ranks that finished the closing barrier leave cleanly and must not fail the others;
+        a rank that crashed during it must (instead of a wait until the close timeout).
+        """
+        err = self._engine.lost_error(src)
+        if err is not None:
+            return err
+        for rank, reason in self._engine.lost.items():
+            if reason != LEFT_REASON:
+                return PeerLostError(rank, reason)
+        return None
 
     def _any_lost(self, src: int) -> PeerLostError | None:
         """Return the first rank lost, if any: a collective needs every rank of the job.

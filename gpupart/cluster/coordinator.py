@@ -42,7 +42,7 @@ from typing import Any
 
 from gpupart.errors import AuthenticationError, BootstrapError, CommTimeoutError, PeerLostError
 
-__all__ = ["COORDINATOR_RANK", "Coordinator", "CoordinatorClient"]
+__all__ = ["COORDINATOR_RANK", "LEFT_REASON", "Coordinator", "CoordinatorClient"]
 
 logger = logging.getLogger("gpupart.coordinator")
 
@@ -53,6 +53,8 @@ _FRAME_LIMIT = 256 << 20
 _HANDSHAKE_TIMEOUT = 10.0
 #: Rank reported as lost when the coordinator itself disappears (rank 0 or the launcher).
 COORDINATOR_RANK = -1
+#: The reason given for a rank that said goodbye (a clean leave, not a crash).
+LEFT_REASON = "it closed its runtime"
 
 
 def _mac(token: bytes, *parts: bytes) -> bytes:
@@ -329,9 +331,9 @@ class Coordinator:
         if quiet or self._closing:
             return
         if conn.said_bye:
-            self._gone[conn.rank] = "it closed its runtime"
+            self._gone[conn.rank] = LEFT_REASON
             self._emit("left", conn.rank)
-            self._broadcast_lost(conn.rank, "it closed its runtime")
+            self._broadcast_lost(conn.rank, LEFT_REASON)
         else:
             self._mark_lost(conn.rank, "its process exited or its connection to the job broke")
 
