@@ -637,3 +637,22 @@ def test_pack_views_match_the_bytes_of_each_tile(specs):
         assert got.shape == h.shape and got.dtype == np.dtype(h.dtype)
         np.testing.assert_array_equal(got, want)
         assert np.shares_memory(got, pack)  # views, not copies
+
+
+def test_progressing_future_behaves_like_a_future():
+    from concurrent.futures import Future, TimeoutError as FutureTimeout
+
+    from gpupart.cluster.results import ProgressingFuture, futures_sharing_condition
+
+    helped = []
+    futures = futures_sharing_condition(3, lambda fut, timeout: helped.append(timeout))
+    assert all(isinstance(f, (Future, ProgressingFuture)) for f in futures)
+    futures[0].set_result("tile")
+    assert futures[0].result() == "tile" and helped == []  # done: no help needed
+    with pytest.raises(FutureTimeout):
+        futures[1].result(timeout=0.01)  # the helper ran, then the plain wait timed out
+    assert helped == [0.01]
+    futures[2].set_exception(gpupart.TileNotFoundError(0, 9))
+    assert isinstance(futures[2].exception(), gpupart.TileNotFoundError)
+    with pytest.raises(gpupart.TileNotFoundError):
+        futures[2].result()

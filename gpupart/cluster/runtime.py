@@ -35,6 +35,7 @@ from gpupart.cluster.results import ResultSlot, futures_sharing_condition
 from gpupart.cluster.tags import MAX_RANKS, Kind
 from gpupart.cluster.tiles import Handle, Tile, TileStore, byte_view, copy_into
 from gpupart.errors import (
+    CommTimeoutError,
     GpupartError,
     NotInitializedError,
     TileNotFoundError,
@@ -277,9 +278,22 @@ class Runtime:
         self._check_open()
         handles = [handles] if isinstance(handles, Handle) else list(handles)
         outs = self._check_fetch_args(handles, out)
-        futures = futures_sharing_condition(len(handles))
+        futures = futures_sharing_condition(len(handles), self._help_future)
         self._start_fetch(handles, outs, futures)
         return futures
+
+    def _help_future(self, future: Future, timeout: float | None) -> None:
+        """Progress from a thread waiting on ``future`` (see ``ProgressingFuture``)."""
+        engine = self._engine
+        if engine is None or self._closed:
+            return  # nothing to progress: the plain wait (with its timeout) follows
+        limit = self.options.fetch_timeout if timeout is None else timeout
+        try:
+            engine.help_until(future.done, time.monotonic() + limit, "fetch: waiting", limit)
+        except CommTimeoutError:
+            return  # Future.result raises its own TimeoutError after its own wait
+        except GpupartError:
+            return  # the engine stopped: the future carries (or will carry) the error
 
     def get(
         self, handles: Handle | Sequence[Handle], out: Any = None, timeout: float | None = None
