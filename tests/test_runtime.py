@@ -640,7 +640,8 @@ def test_pack_views_match_the_bytes_of_each_tile(specs):
 
 
 def test_progressing_future_behaves_like_a_future():
-    from concurrent.futures import Future, TimeoutError as FutureTimeout
+    from concurrent.futures import Future
+    from concurrent.futures import TimeoutError as FutureTimeout
 
     from gpupart.cluster.results import ProgressingFuture, futures_sharing_condition
 
