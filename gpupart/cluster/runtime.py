@@ -273,7 +273,10 @@ class Runtime:
         may be in flight. Each tile lands directly in a buffer on this process's device:
         ``out[i]`` when given (same shape and dtype, contiguous) or a new one. A handle to
         a tile of this rank resolves to the tile itself (no copy) unless ``out`` is given.
-        Errors (unknown or freed tile, lost owner, timeout) are set on the futures.
+        Small tiles (``pack_threshold``) travel packed: without ``out`` they are views of
+        the received pack, with ``out`` they are copied from it. Errors (unknown or freed
+        tile, lost owner, timeout) are set on the futures; waiting on a future progresses
+        the transport from the waiting thread.
         """
         self._check_open()
         handles = [handles] if isinstance(handles, Handle) else list(handles)
