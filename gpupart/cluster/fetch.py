@@ -113,6 +113,8 @@ def encode_request(
     """Serialise a request (see the module docstring)."""
     n = len(tile_ids)
     header = _REQ_HEADER.pack(_REQ_MAGIC, _VERSION, 0, n, len(pack_lengths), item_seq0, pack_seq0)
+    if n == 1 and not pack_lengths:  # the latency-critical single tile
+        return header + _ITEM_STRUCT.pack(tile_ids[0], nbytes[0], packs[0], offsets[0])
     if n <= _SMALL:
         body = b"".join(
             _ITEM_STRUCT.pack(t, b, p, o)
@@ -151,6 +153,11 @@ def parse_request(payload: np.ndarray | bytes) -> Request:
     if n_items == 0:
         raise ProtocolViolationError("request: expected at least one item, found none")
     off = _REQ_HEADER.size
+    if n_items == 1 and n_packs == 0:  # the latency-critical single tile
+        tile_id, size, pack, offset = _ITEM_STRUCT.unpack_from(raw, off)
+        if pack != -1:
+            raise ProtocolViolationError(f"request: an item names pack {pack}; there are 0")
+        return Request([tile_id], [size], [pack], [offset], [], item_seq0, pack_seq0)
     pack_off = off + n_items * _ITEM.itemsize
     pack_lengths = list(struct.unpack_from(f"<{n_packs}Q", raw, pack_off))
     if n_items <= _SMALL:
