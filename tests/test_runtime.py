@@ -657,3 +657,34 @@ def test_progressing_future_behaves_like_a_future():
     assert isinstance(futures[2].exception(), gpupart.TileNotFoundError)
     with pytest.raises(gpupart.TileNotFoundError):
         futures[2].result()
+
+
+def test_plan_packs_reserves_the_status_at_the_head_of_pack_0():
+    packs, offsets, lengths = fetch.plan_packs([100, 5000], [True, False], 4096, status_bytes=2)
+    assert packs == [0, -1] and offsets == [fetch.PACK_ALIGN, 0]
+    assert lengths == [fetch.PACK_ALIGN + 100]
+    # No packed item at all: pack 0 still exists, holding the status only.
+    assert fetch.plan_packs([5000], [False], 4096, status_bytes=1) == ([-1], [0], [1])
+
+
+@pytest.mark.parametrize(
+    ("packs", "offsets", "lengths", "needle"),
+    [
+        ([-1], [0], [], "must lead pack 0"),  # flag without any pack
+        ([0, 0], [0, 64], [128], "does not fit"),  # an item inside the status bytes
+        ([-1, -1, -1], [0, 0, 0], [2], "must lead pack 0"),  # pack 0 shorter than the status
+    ],
+)
+def test_status_in_pack_requests_are_checked(packs, offsets, lengths, needle):
+    n = len(packs)
+    raw = fetch.encode_request(
+        list(range(1, n + 1)), [8] * n, packs, offsets, lengths, 1, 2, fetch.STATUS_IN_PACK
+    )
+    with pytest.raises(gpupart.ProtocolViolationError, match=needle):
+        fetch.parse_request(raw)
+
+
+def test_unknown_request_flags_are_rejected():
+    raw = fetch.encode_request([1], [8], [-1], [0], [], 1, 2, 0x80)
+    with pytest.raises(gpupart.ProtocolViolationError, match="unknown flags"):
+        fetch.parse_request(raw)

@@ -13,15 +13,18 @@ Wire format (little-endian), tags from :mod:`gpupart.cluster.tags`:
 
 Request, tag ``(REQUEST, consumer, batch)``::
 
-    header  magic b"GPRQ" | u16 version=1 | u16 flags=0 | u32 n_items | u32 n_packs
-            | u64 item_seq0 | u64 pack_seq0
+    header  magic b"GPRQ" | u16 version=1 | u16 flags | u32 n_items | u32 n_packs
+            | u64 item_seq0 | u64 pack_seq0          (flags: 1 = STATUS_IN_PACK)
     items   n_items x (u64 tile_id | u64 nbytes | i32 pack (-1 = sent alone) | u64 offset)
     packs   n_packs x (u64 nbytes)
 
 Replies, all into posted receives:
 
-* status, tag ``(DATA, owner, batch)``: ``n_items`` bytes, one code per item (0 ok,
-  1 no such tile, 2 size mismatch, 4 internal error), always sent first;
+* status: ``n_items`` bytes, one code per item (0 ok, 1 no such tile, 2 size mismatch,
+  4 internal error). With ``STATUS_IN_PACK`` (consumers whose packs are host memory) they
+  are the first bytes of pack 0, whose items then start at the next aligned offset, so a
+  small fetch is one message; otherwise they travel alone, first, tag ``(DATA, owner,
+  batch)``;
 * pack ``j``, tag ``(DATA, owner, pack_seq0 + j)``: exactly the announced length, each item
   at its offset (offsets are multiples of :data:`PACK_ALIGN`; failed items' bytes are
   undefined);
@@ -36,6 +39,7 @@ consumer then fails the batch and cancels its receives; the owner goes on servin
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import struct
 import sys
@@ -95,10 +99,15 @@ class Request:
     pack_lengths: list[int]
     item_seq0: int
     pack_seq0: int
+    flags: int = 0
 
+
+#: Request flag: the status bytes lead pack 0 instead of travelling in their own message.
+STATUS_IN_PACK = 1
 
 _SMALL = 16  # requests with at most this many items are (de)coded with struct, not NumPy
 _ITEM_STRUCT = struct.Struct("<QQiQ")
+_PACK_STRUCT = struct.Struct("<Q")
 
 
 def encode_request(
@@ -109,12 +118,16 @@ def encode_request(
     pack_lengths: Sequence[int],
     item_seq0: int,
     pack_seq0: int,
+    flags: int = 0,
 ) -> bytes:
     """Serialise a request (see the module docstring)."""
     n = len(tile_ids)
-    header = _REQ_HEADER.pack(_REQ_MAGIC, _VERSION, 0, n, len(pack_lengths), item_seq0, pack_seq0)
-    if n == 1 and not pack_lengths:  # the latency-critical single tile
-        return header + _ITEM_STRUCT.pack(tile_ids[0], nbytes[0], packs[0], offsets[0])
+    header = _REQ_HEADER.pack(
+        _REQ_MAGIC, _VERSION, flags, n, len(pack_lengths), item_seq0, pack_seq0
+    )
+    if n == 1 and len(pack_lengths) <= 1:  # the latency-critical single tile
+        item = _ITEM_STRUCT.pack(tile_ids[0], nbytes[0], packs[0], offsets[0])
+        return header + item + b"".join(_PACK_STRUCT.pack(x) for x in pack_lengths)
     if n <= _SMALL:
         body = b"".join(
             _ITEM_STRUCT.pack(t, b, p, o)
@@ -139,7 +152,7 @@ def parse_request(payload: np.ndarray | bytes) -> Request:
         raise ProtocolViolationError(
             f"request: expected at least {_REQ_HEADER.size} header bytes, found {len(raw)}"
         )
-    magic, version, _flags, n_items, n_packs, item_seq0, pack_seq0 = _REQ_HEADER.unpack_from(raw)
+    magic, version, flags, n_items, n_packs, item_seq0, pack_seq0 = _REQ_HEADER.unpack_from(raw)
     if magic != _REQ_MAGIC or version != _VERSION:
         raise ProtocolViolationError(
             f"request: expected magic {_REQ_MAGIC!r} version {_VERSION}, found {magic!r} {version}"
@@ -152,31 +165,39 @@ def parse_request(payload: np.ndarray | bytes) -> Request:
         )
     if n_items == 0:
         raise ProtocolViolationError("request: expected at least one item, found none")
+    if flags & ~STATUS_IN_PACK:
+        raise ProtocolViolationError(f"request: unknown flags {flags:#x}")
     off = _REQ_HEADER.size
-    if n_items == 1 and n_packs == 0:  # the latency-critical single tile
-        tile_id, size, pack, offset = _ITEM_STRUCT.unpack_from(raw, off)
-        if pack != -1:
-            raise ProtocolViolationError(f"request: an item names pack {pack}; there are 0")
-        return Request([tile_id], [size], [pack], [offset], [], item_seq0, pack_seq0)
     pack_off = off + n_items * _ITEM.itemsize
-    pack_lengths = list(struct.unpack_from(f"<{n_packs}Q", raw, pack_off))
-    if n_items <= _SMALL:
-        fields = list(zip(*_ITEM_STRUCT.iter_unpack(raw[off:pack_off]), strict=True))
-        tile_ids, nbytes, packs, offsets = (list(f) for f in fields)
+    if n_items == 1:  # the latency-critical single tile: no loops, no NumPy
+        tile_id, size, pack, offset = _ITEM_STRUCT.unpack_from(raw, off)
+        tile_ids, nbytes, packs, offsets = [tile_id], [size], [pack], [offset]
+        pack_lengths = [_PACK_STRUCT.unpack_from(raw, pack_off)[0]] if n_packs else []
     else:
-        items = np.frombuffer(raw, dtype=_ITEM, count=n_items, offset=off)
-        tile_ids, nbytes, packs, offsets = (
-            items[name].tolist() for name in ("tile_id", "nbytes", "pack", "offset")
+        pack_lengths = list(struct.unpack_from(f"<{n_packs}Q", raw, pack_off))
+        if n_items <= _SMALL:
+            fields = list(zip(*_ITEM_STRUCT.iter_unpack(raw[off:pack_off]), strict=True))
+            tile_ids, nbytes, packs, offsets = (list(f) for f in fields)
+        else:
+            items = np.frombuffer(raw, dtype=_ITEM, count=n_items, offset=off)
+            tile_ids, nbytes, packs, offsets = (
+                items[name].tolist() for name in ("tile_id", "nbytes", "pack", "offset")
+            )
+    # Items of pack 0 start after the status when it leads the pack.
+    floor = n_items if flags & STATUS_IN_PACK else 0
+    if floor and (not n_packs or pack_lengths[0] < floor):
+        raise ProtocolViolationError(
+            f"request: the status ({n_items} bytes) must lead pack 0, which is too small"
         )
     for p, b, o in zip(packs, nbytes, offsets, strict=True):
         if p < -1 or p >= n_packs:
             raise ProtocolViolationError(f"request: an item names pack {p}; there are {n_packs}")
-        if p >= 0 and o + b > pack_lengths[p]:
+        if p >= 0 and (o + b > pack_lengths[p] or (p == 0 and o < floor)):
             raise ProtocolViolationError(
                 f"request: an item of {b} bytes at offset {o} does not fit in pack {p}"
                 f" of {pack_lengths[p]} bytes"
             )
-    return Request(tile_ids, nbytes, packs, offsets, pack_lengths, item_seq0, pack_seq0)
+    return Request(tile_ids, nbytes, packs, offsets, pack_lengths, item_seq0, pack_seq0, flags)
 
 
 def encode_rejection(reason: str) -> bytes:
@@ -268,9 +289,12 @@ class _ServeBatch(Operation):
         as soon as the next one starts, overlapping its transfer with the rest of the work.
         """
         req = self.request
-        self._send(self.batch, self.status)
         parts: list[Any] = []  # the current pack: arrays, and ints for runs of zero bytes
         current, cursor, on_device = -1, 0, False
+        if req.flags & STATUS_IN_PACK:  # pack 0 opens with the status: one message fewer
+            parts, current, cursor = [self.status], 0, len(self.status)
+        else:
+            self._send(self.batch, self.status)
         for i, (tile, pack) in enumerate(zip(self.tiles, req.packs, strict=True)):
             if pack < 0:
                 if tile is not None and tile.nbytes:
@@ -412,8 +436,10 @@ class FetchBatch(Operation):
         *,
         timeout: float,
         on_finish: Callable[[FetchBatch], None],
+        status_in_pack: bool = False,
     ):
         self.peer = owner
+        self.status_in_pack = status_in_pack
         self.batch = batch
         self.handles = handles
         self.sinks = sinks
@@ -442,7 +468,12 @@ class FetchBatch(Operation):
     def post(self, transport: UCXTransport, me: int, item_seq0: int, pack_seq0: int) -> None:
         """Post every receive, then the request (so no reply can arrive unexpected)."""
         owner = self.peer
-        self._status_request = transport.recv(make_tag(Kind.DATA, owner, self.batch), self.status)
+        if self.status_in_pack:  # the status leads pack 0 (a host buffer): no message of its own
+            self.status = self.packs[0][: len(self.handles)]
+        else:
+            self._status_request = transport.recv(
+                make_tag(Kind.DATA, owner, self.batch), self.status
+            )
         for item in self._alone:
             if item.target.shape[0]:
                 item.request = transport.recv(
@@ -452,11 +483,19 @@ class FetchBatch(Operation):
             self._pack_requests.append(
                 transport.recv(make_tag(Kind.DATA, owner, pack_seq0 + j), buf)
             )
-        if self.packs:
+        if self.status_in_pack:
+            self._status_request = self._pack_requests[0]
+        if isinstance(self.pack_of, np.ndarray):  # large batches: vectorised bookkeeping
             order = np.argsort(self.pack_of, kind="stable")
             counts = np.bincount(self.pack_of[self.pack_of >= 0], minlength=len(self.packs))
             first = len(self.pack_of) - int(counts.sum())  # unpacked (-1) items sort first
             self._pack_members = np.split(order[first:], np.cumsum(counts)[:-1])
+        elif self.packs:
+            members: list[list[int]] = [[] for _ in self.packs]
+            for i, pack in enumerate(self.pack_of):
+                if pack >= 0:
+                    members[pack].append(i)
+            self._pack_members = members  # type: ignore[assignment]
         handles = self.handles
         self._request_bytes = encode_request(
             [h.tile_id for h in handles],
@@ -466,6 +505,7 @@ class FetchBatch(Operation):
             [b.shape[0] for b in self.packs],
             item_seq0,
             pack_seq0,
+            STATUS_IN_PACK if self.status_in_pack else 0,
         )
         self._send = transport.send(
             owner, make_tag(Kind.REQUEST, me, self.batch), self._request_bytes
@@ -493,7 +533,8 @@ class FetchBatch(Operation):
                 continue
             UCXTransport.check(request)
             self._pack_requests[j] = None
-            self._deliver_pack(self.packs[j], members)
+            if len(members):
+                self._deliver_pack(self.packs[j], members)
             self._pack_members[j] = None  # type: ignore[call-overload]
         alone = self._alone
         # The owner sends in order and UCX completes mostly in order: deliver from the front
@@ -536,8 +577,9 @@ class FetchBatch(Operation):
     def _deliver_pack(self, pack: Any, members: np.ndarray) -> None:
         """Hand every tile of a completed pack to its sink (views of the pack, or out=)."""
         sinks, outs = self.sinks, self.outs
-        views = _pack_views(pack, members, self.handles, self.offsets)
-        for index, view in zip(members.tolist(), views, strict=True):
+        index_list = members.tolist() if isinstance(members, np.ndarray) else members
+        views = _pack_views(pack, index_list, self.handles, self.offsets)
+        for index, view in zip(index_list, views, strict=True):
             sink = sinks[index]
             if sink.done():  # failed (status) or cancelled by the caller
                 continue
@@ -562,26 +604,24 @@ class FetchBatch(Operation):
         self._done()
 
 
-def _pack_views(pack: Any, members: np.ndarray, handles: list[Handle], offsets: np.ndarray) -> list:
+def _pack_views(pack: Any, idx: list[int], handles: list[Handle], offsets: Any) -> list:
     """Return views of a pack's tiles (one strided view split up when they are all alike)."""
-    idx = members.tolist()
     first = handles[idx[0]]
-    offs = offsets[members]
+    offs = offsets[idx].tolist() if isinstance(offsets, np.ndarray) else [offsets[i] for i in idx]
     k = len(idx)
     if k > 1 and (first.order == "C" or len(first.shape) <= 1):
-        stride = int(offs[1] - offs[0])
-        alike = all(
+        stride = offs[1] - offs[0]
+        alike = stride >= first.nbytes and all(
             handles[i].dtype == first.dtype and handles[i].shape == first.shape for i in idx
         )
-        if alike and stride >= first.nbytes and bool(np.all(np.diff(offs) == stride)):
+        if alike and all(b - a == stride for a, b in itertools.pairwise(offs)):
             xp = sys.modules[type(pack).__module__.split(".")[0]]
-            start = int(offs[0])
             rows = xp.lib.stride_tricks.as_strided(
-                pack[start:], shape=(k, first.nbytes), strides=(stride, 1)
+                pack[offs[0] :], shape=(k, first.nbytes), strides=(stride, 1)
             )
             return list(rows.view(first.dtype).reshape((k, *first.shape)))
     views = []
-    for i, off in zip(idx, offs.tolist(), strict=True):
+    for i, off in zip(idx, offs, strict=True):
         h = handles[i]
         views.append(pack[off : off + h.nbytes].view(h.dtype).reshape(h.shape, order=h.order))
     return views
@@ -600,17 +640,21 @@ def error_for(code: int, handle: Handle) -> GpupartError:
 
 
 def plan_packs(
-    nbytes: Sequence[int], eligible: Sequence[bool], pack_limit: int
+    nbytes: Sequence[int], eligible: Sequence[bool], pack_limit: int, status_bytes: int = 0
 ) -> tuple[list[int], list[int], list[int]]:
     """Assign eligible items, in order, to packs of at most ``pack_limit`` bytes.
 
     Returns ``(pack index per item or -1, offset per item, length per pack)``; offsets are
-    aligned to :data:`PACK_ALIGN`.
+    aligned to :data:`PACK_ALIGN`. With ``status_bytes``, pack 0 exists whatever happens and
+    opens with that many bytes of status (its items start at the next aligned offset).
     """
     pack_of = [-1] * len(nbytes)
     offset = [0] * len(nbytes)
     lengths: list[int] = []
     cursor = 0
+    if status_bytes:
+        lengths.append(status_bytes)
+        cursor = -(-status_bytes // PACK_ALIGN) * PACK_ALIGN
     for i, (n, ok) in enumerate(zip(nbytes, eligible, strict=True)):
         if not ok:
             continue

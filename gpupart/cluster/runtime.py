@@ -46,6 +46,12 @@ __all__ = ["Runtime", "current", "init"]
 
 logger = logging.getLogger("gpupart.runtime")
 
+#: Batches with more tiles than this keep their bookkeeping in NumPy arrays.
+_VECTOR_BATCH = 64
+#: A tile alone in its batch rides with the status (one message) up to this size; larger
+#: ones are sent zero-copy in their own message.
+_LONE_TILE_PACK = 8 << 10
+
 
 class Runtime:
     """Membership of one process in a gpupart job (create it with :func:`gpupart.init`).
@@ -415,14 +421,21 @@ class Runtime:
         nbytes = [h.nbytes for h in handles]
         threshold = opts.pack_threshold
         eligible = [0 < size <= threshold for size in nbytes]
-        if sum(eligible) < 2:  # a pack of one only adds a copy on each side
-            eligible = [False] * n
-            pack_list, offset_list, lengths = [-1] * n, [0] * n, []
-        else:
-            pack_list, offset_list, lengths = plan_packs(nbytes, eligible, opts.pack_limit)
+        # A host consumer reads the owner's status at the head of pack 0, so small tiles
+        # and the status arrive as one message. A device consumer's packs live on the
+        # device, so its status comes alone, and a pack of one would only add copies.
+        status_in_pack = not self.backend.is_gpu
+        if sum(eligible) < 2:  # a lone tile: packing saves a message but costs two copies
+            small = _LONE_TILE_PACK if status_in_pack else 0
+            eligible = [
+                packed and size <= small for packed, size in zip(eligible, nbytes, strict=True)
+            ]
+        pack_list, offset_list, lengths = plan_packs(
+            nbytes, eligible, opts.pack_limit, status_bytes=n if status_in_pack else 0
+        )
         pack_of: Any = pack_list
         offsets: Any = offset_list
-        if lengths:  # pack bookkeeping is vectorised; a batch without packs needs none
+        if n > _VECTOR_BATCH:  # large batches keep their pack bookkeeping in arrays
             pack_of = np.asarray(pack_list, dtype=np.int64)
             offsets = np.asarray(offset_list, dtype=np.int64)
         packs = [self.backend.empty((length,), np.uint8) for length in lengths]
@@ -447,6 +460,7 @@ class Runtime:
             alone,
             timeout=opts.fetch_timeout,
             on_finish=lambda _op: self._batches.pop(key, None),
+            status_in_pack=status_in_pack,
         )
         self._batches[key] = op
         op.post(transport, self.rank, batch + 1, batch + 1 + n)
