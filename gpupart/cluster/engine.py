@@ -141,7 +141,6 @@ class ProgressEngine:
         self._busy_wait = busy_wait
         self._handlers: dict[Kind, Handler] = {}
         self._new_ops: collections.deque[Operation] = collections.deque()
-        self._calls: collections.deque[Callable[[], None]] = collections.deque()
         self._ops: list[Operation] = []
         self._lost: dict[int, str] = {}
         self._new_lost: collections.deque[int] = collections.deque()
@@ -188,11 +187,6 @@ class ProgressEngine:
         """Mark the calling thread as one that will progress (via :meth:`help_until`)."""
         return _Helping(self)
 
-    def call_soon(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` in the engine thread."""
-        self._calls.append(fn)
-        self.transport.wake()
-
     def mark_lost(self, rank: int, reason: str) -> None:
         """Record that ``rank`` is gone: its operations fail with :class:`PeerLostError`."""
         with self._lock:
@@ -222,7 +216,7 @@ class ProgressEngine:
     def drain(self, timeout: float) -> bool:
         """Wait until nothing is in flight (e.g. last sends before closing); False on timeout."""
         deadline = time.monotonic() + timeout
-        while self._thread.is_alive() and (self._ops or self._new_ops or self._calls):
+        while self._thread.is_alive() and (self._ops or self._new_ops):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.0005)
@@ -280,9 +274,6 @@ class ProgressEngine:
                 op.fail(err)
             else:
                 self._ops.append(op)
-            did = True
-        while self._calls:
-            self._calls.popleft()()
             did = True
         if self._new_lost:
             self._handle_lost()
