@@ -98,3 +98,12 @@ def test_pinning_can_be_turned_off_and_never_widens_the_allowed_cpus(
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})  # e.g. a cgroup limit
     binding.bind_process(2, four_gpus, RuntimeOptions())
     assert pinned == []  # GPU 2 is near CPUs 2-3, none allowed: leave the affinity alone
+
+
+def test_location_numa_node_of_a_cpu_only_rank(monkeypatch, four_gpus):
+    from gpupart.cluster import runtime
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 3})
+    assert runtime._numa_of_this_cpu(four_gpus) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1, 2})  # spans both nodes
+    assert runtime._numa_of_this_cpu(four_gpus) is None

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from gpupart import backend as backends
 from gpupart.cluster.coordinator import LEFT_REASON
 from gpupart.cluster.engine import ProgressEngine, SendOperation
 from gpupart.cluster.tags import Kind, make_tag
@@ -326,10 +327,10 @@ def _to_host(array: Any) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
         return np.asarray(
             array
         ), lambda r: r[()].item() if not isinstance(array, np.generic) else r[()]
-    if hasattr(array, "__cuda_array_interface__") and hasattr(array, "get"):
-        module = type(array).__module__.split(".")[0]
-        import importlib
-
-        xp = importlib.import_module(module)
+    try:
+        xp = backends.backend_for_array(array).xp  # CuPy: the only other array we accept
+    except TypeError:
+        pass
+    else:
         return array.get(), xp.asarray
     raise TypeError(f"array: expected a NumPy/CuPy array or a number, found {type(array).__name__}")

@@ -102,7 +102,7 @@ class Runtime:
             rank=self.rank,
             pci_bus_id=gpu.pci_bus_id if gpu else None,
             device_uuid=gpu.uuid if gpu else None,
-            numa_node=gpu.numa_node if gpu else _numa_of_cpu(),
+            numa_node=gpu.numa_node if gpu else _numa_of_this_cpu(topo),
             memory=self.backend.memory_kind,
             stream=None,
         )
@@ -144,7 +144,7 @@ class Runtime:
             timeout=options.bootstrap_timeout,
         )
         local_ip = self._client.connect()
-        if not local_ip.startswith("127.") or topology_ip_is_loopback(self.location.ip):
+        if not local_ip.startswith("127.") or _is_loopback(self.location.ip):
             self.location = self.location._replace(ip=local_ip)
         record = {
             "rank": self.rank,
@@ -584,26 +584,20 @@ def _check_out(i: int, h: Handle, buf: Any) -> None:
         raise ValueError(f"out[{i}]: expected a {h.order}-contiguous array, found {found}")
 
 
-def topology_ip_is_loopback(ip: str | None) -> bool:
+def _is_loopback(ip: str | None) -> bool:
     """Whether ``ip`` is missing or a loopback address."""
     return ip is None or ip.startswith("127.") or ip == "::1"
 
 
-def _numa_of_cpu() -> int | None:
-    try:
-        cpu = os.sched_getcpu() if hasattr(os, "sched_getcpu") else None
-    except OSError:
-        return None
-    if cpu is None:
-        return None
-    base = f"/sys/devices/system/cpu/cpu{cpu}"
-    try:
-        for name in os.listdir(base):
-            if name.startswith("node") and name[4:].isdigit():
-                return int(name[4:])
-    except OSError:
-        return None
-    return None
+def _numa_of_this_cpu(topo: topology.HostTopology) -> int | None:
+    """Return the NUMA node holding every CPU this process may run on, if there is one.
+
+    Uses the topology already read (no second look at /sys); ``None`` when the allowed
+    CPUs span several nodes or the host does not say.
+    """
+    allowed = os.sched_getaffinity(0)
+    nodes = [node.id for node in topo.numa_nodes if allowed <= set(node.cpus)]
+    return nodes[0] if len(nodes) == 1 else None
 
 
 class _Registry:

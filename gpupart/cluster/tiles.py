@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import threading
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from gpupart.backend import backend_for_array
 from gpupart.errors import TileNotFoundError
 from gpupart.location import Location
 
@@ -56,8 +56,7 @@ def copy_into(out: Any, value: Any) -> Any:
     if isinstance(out, np.ndarray) and not isinstance(value, np.ndarray):
         out[...] = value.get()  # device -> host
     elif not isinstance(out, np.ndarray) and isinstance(value, np.ndarray):
-        xp = importlib.import_module(type(out).__module__.split(".")[0])  # cupy, not imported here
-        out[...] = xp.asarray(value)  # host -> device
+        out[...] = backend_for_array(out).xp.asarray(value)  # host -> device
     else:
         out[...] = value
     return out
