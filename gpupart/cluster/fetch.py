@@ -449,7 +449,7 @@ class FetchBatch(Operation):
         self.packs = packs
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
-        self.status = np.empty(len(handles), dtype=np.uint8)
+        self.status: np.ndarray | None = None  # set by post(): its own buffer, or pack 0's head
         self.rejection: str | None = None
         self._status_request: Any = None
         self._pack_requests: list[Any] = []
@@ -471,6 +471,7 @@ class FetchBatch(Operation):
         if self.status_in_pack:  # the status leads pack 0 (a host buffer): no message of its own
             self.status = self.packs[0][: len(self.handles)]
         else:
+            self.status = np.empty(len(self.handles), dtype=np.uint8)
             self._status_request = transport.recv(
                 make_tag(Kind.DATA, owner, self.batch), self.status
             )
