@@ -299,8 +299,9 @@ def test_request_round_trip(n):
     assert len(raw) == 32 + 28 * n + 8 * len(lengths)
     for payload in (raw, np.frombuffer(raw, dtype=np.uint8)):
         req = fetch.parse_request(payload)
-        assert req.tile_ids == tile_ids and req.nbytes == nbytes
-        assert req.packs == packs and req.offsets == offsets and req.pack_lengths == lengths
+        assert list(req.tile_ids) == tile_ids and list(req.nbytes) == nbytes
+        assert list(req.packs) == packs and list(req.offsets) == offsets
+        assert req.pack_lengths == lengths
         assert (req.item_seq0, req.pack_seq0) == (item_seq0, pack_seq0)
 
 
@@ -406,7 +407,8 @@ def test_plan_packs_invariants():
     req = fetch.parse_request(
         fetch.encode_request(list(range(2000)), nbytes, packs, offsets, lengths, 1, 2)
     )
-    assert req.packs == packs and req.offsets == offsets and req.pack_lengths == lengths
+    assert list(req.packs) == packs and list(req.offsets) == offsets
+    assert req.pack_lengths == lengths
 
 
 # -- tags -------------------------------------------------------------------------------------

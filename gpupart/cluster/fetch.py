@@ -39,8 +39,8 @@ consumer then fails the batch and cancels its receives; the owner goes on servin
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
+import operator
 import struct
 import sys
 import time
@@ -61,6 +61,7 @@ from gpupart.errors import (
     ProtocolViolationError,
     TileNotFoundError,
 )
+from gpupart.kernels.pack import gather_host
 
 logger = logging.getLogger("gpupart.fetch")
 
@@ -90,12 +91,16 @@ OK, NOT_FOUND, SIZE_MISMATCH, INTERNAL = 0, 1, 2, 4
 
 @dataclass(slots=True)
 class Request:
-    """A parsed request (see the module docstring): one list per item field."""
+    """A parsed request (see the module docstring): one sequence per item field.
 
-    tile_ids: list[int]
-    nbytes: list[int]
-    packs: list[int]
-    offsets: list[int]
+    Lists for small requests; NumPy arrays above ``_SMALL`` items (``tile_ids`` uint64, the
+    others int64), so large requests are served with vectorised steps.
+    """
+
+    tile_ids: Any
+    nbytes: Any
+    packs: Any
+    offsets: Any
     pack_lengths: list[int]
     item_seq0: int
     pack_seq0: int
@@ -106,6 +111,7 @@ class Request:
 STATUS_IN_PACK = 1
 
 _SMALL = 16  # requests with at most this many items are (de)coded with struct, not NumPy
+_MAX_SIZE = 1 << 62  # larger item sizes or offsets in a request are refused
 _ITEM_STRUCT = struct.Struct("<QQiQ")
 _PACK_STRUCT = struct.Struct("<Q")
 
@@ -171,33 +177,97 @@ def parse_request(payload: np.ndarray | bytes) -> Request:
     pack_off = off + n_items * _ITEM.itemsize
     if n_items == 1:  # the latency-critical single tile: no loops, no NumPy
         tile_id, size, pack, offset = _ITEM_STRUCT.unpack_from(raw, off)
-        tile_ids, nbytes, packs, offsets = [tile_id], [size], [pack], [offset]
         pack_lengths = [_PACK_STRUCT.unpack_from(raw, pack_off)[0]] if n_packs else []
+        request = Request([tile_id], [size], [pack], [offset], pack_lengths, item_seq0, pack_seq0)
     else:
         pack_lengths = list(struct.unpack_from(f"<{n_packs}Q", raw, pack_off))
         if n_items <= _SMALL:
             fields = list(zip(*_ITEM_STRUCT.iter_unpack(raw[off:pack_off]), strict=True))
             tile_ids, nbytes, packs, offsets = (list(f) for f in fields)
+            request = Request(tile_ids, nbytes, packs, offsets, pack_lengths, item_seq0, pack_seq0)
         else:
             items = np.frombuffer(raw, dtype=_ITEM, count=n_items, offset=off)
-            tile_ids, nbytes, packs, offsets = (
-                items[name].tolist() for name in ("tile_id", "nbytes", "pack", "offset")
+            request = Request(
+                items["tile_id"].copy(),
+                items["nbytes"].copy(),
+                items["pack"].astype(np.int64),
+                items["offset"].copy(),
+                pack_lengths,
+                item_seq0,
+                pack_seq0,
             )
+    request.flags = flags
     # Items of pack 0 start after the status when it leads the pack.
     floor = n_items if flags & STATUS_IN_PACK else 0
     if floor and (not n_packs or pack_lengths[0] < floor):
         raise ProtocolViolationError(
             f"request: the status ({n_items} bytes) must lead pack 0, which is too small"
         )
-    for p, b, o in zip(packs, nbytes, offsets, strict=True):
+    if n_items <= _SMALL:
+        _check_layout_small(request, floor)
+    else:
+        _check_layout_bulk(request, floor)
+    return request
+
+
+def _bad_item(pack: int, size: int, offset: int, length: int) -> ProtocolViolationError:
+    return ProtocolViolationError(
+        f"request: an item of {size} bytes at offset {offset} does not fit in pack {pack}"
+        f" of {length} bytes"
+    )
+
+
+_OUT_OF_ORDER = (
+    "request: packed items must come in pack order and, within a pack, in offset order"
+    " without overlapping"
+)
+
+
+def _check_layout_small(req: Request, floor: int) -> None:
+    """Every packed item fits its pack, in order, without overlap (few items: plain loop)."""
+    lengths, n_packs = req.pack_lengths, len(req.pack_lengths)
+    last_pack, last_end = -1, 0
+    for p, b, o in zip(req.packs, req.nbytes, req.offsets, strict=True):
         if p < -1 or p >= n_packs:
             raise ProtocolViolationError(f"request: an item names pack {p}; there are {n_packs}")
-        if p >= 0 and (o + b > pack_lengths[p] or (p == 0 and o < floor)):
-            raise ProtocolViolationError(
-                f"request: an item of {b} bytes at offset {o} does not fit in pack {p}"
-                f" of {pack_lengths[p]} bytes"
-            )
-    return Request(tile_ids, nbytes, packs, offsets, pack_lengths, item_seq0, pack_seq0, flags)
+        if p < 0:
+            continue
+        if o + b > lengths[p] or (p == 0 and o < floor):
+            raise _bad_item(p, b, o, lengths[p])
+        if p < last_pack or (p == last_pack and o < last_end):
+            raise ProtocolViolationError(_OUT_OF_ORDER)
+        last_pack, last_end = p, o + b
+
+
+def _check_layout_bulk(req: Request, floor: int) -> None:
+    """Apply :func:`_check_layout_small`'s rules, vectorised (sizes become int64)."""
+    n_packs = len(req.pack_lengths)
+    too_big = (req.nbytes >= _MAX_SIZE) | (req.offsets >= _MAX_SIZE)
+    if too_big.any():
+        k = int(np.argmax(too_big))
+        raise ProtocolViolationError(
+            f"request: expected item sizes and offsets below 2**62, found {req.nbytes[k]}"
+            f" bytes at offset {req.offsets[k]}"
+        )
+    req.nbytes = req.nbytes.astype(np.int64)
+    req.offsets = req.offsets.astype(np.int64)
+    packs = req.packs
+    bad = (packs < -1) | (packs >= n_packs)
+    if bad.any():
+        p = int(packs[np.argmax(bad)])
+        raise ProtocolViolationError(f"request: an item names pack {p}; there are {n_packs}")
+    packed = np.flatnonzero(packs >= 0)
+    if not packed.size:
+        return
+    p, b, o = packs[packed], req.nbytes[packed], req.offsets[packed]
+    lengths = np.asarray(req.pack_lengths, dtype=np.uint64)[p]
+    bad = (o.astype(np.uint64) + b.astype(np.uint64) > lengths) | ((p == 0) & (o < floor))
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise _bad_item(int(p[k]), int(b[k]), int(o[k]), int(lengths[k]))
+    same = p[1:] == p[:-1]
+    if (p[1:] < p[:-1]).any() or (same & (o[1:] < o[:-1] + b[:-1])).any():
+        raise ProtocolViolationError(_OUT_OF_ORDER)
 
 
 def encode_rejection(reason: str) -> bytes:
@@ -216,6 +286,17 @@ def parse_rejection(payload: np.ndarray | bytes) -> str:
 
 
 # -- owner side ---------------------------------------------------------------------------
+
+
+_NBYTES = operator.attrgetter("nbytes")
+_ADDRESS = operator.attrgetter("address")
+#: Views of shared zero bytes for the padding runs between packed tiles.
+_ZERO_RUNS = [_ZEROS[:n] for n in range(PACK_ALIGN + 1)]
+
+
+def _zero_run(n: int) -> np.ndarray:
+    """``n`` zero host bytes (a shared view for alignment-sized runs)."""
+    return _ZERO_RUNS[n] if n <= PACK_ALIGN else np.zeros(n, dtype=np.uint8)
 
 
 class _ServeBatch(Operation):
@@ -243,15 +324,22 @@ class _ServeBatch(Operation):
                     self.tiles[i] = None
             self.status = np.frombuffer(status, dtype=np.uint8)
         else:
-            have = np.fromiter((-1 if t is None else t.nbytes for t in self.tiles), np.int64, n)
+            try:  # every tile found: the common case, without a Python-level test per tile
+                have = np.fromiter(map(_NBYTES, self.tiles), np.int64, n)
+            except AttributeError:
+                have = np.fromiter((-1 if t is None else t.nbytes for t in self.tiles), np.int64, n)
             missing = have < 0
-            wrong = ~missing & (have != np.asarray(request.nbytes, dtype=np.int64))
+            wrong = ~missing & (have != request.nbytes)
             self.status = np.where(missing, NOT_FOUND, np.where(wrong, SIZE_MISMATCH, OK))
             self.status = self.status.astype(np.uint8)
             for i in np.flatnonzero(wrong).tolist():
                 self.tiles[i] = None
         # Only tiles whose producer registered an event can be not ready yet.
-        self.pending = [t for t in self.tiles if t is not None and t.event is not None]
+        self.pending = (
+            [t for t in self.tiles if t is not None and t.event is not None]
+            if server.store.has_events
+            else []
+        )
 
     @property
     def what(self) -> str:  # built only when an error needs it: this class is on the hot path
@@ -265,7 +353,10 @@ class _ServeBatch(Operation):
                 if self.pending:
                     return False
             self.started = True
-            self._send_all()
+            if len(self.tiles) <= _SMALL:
+                self._send_all()
+            else:
+                self._send_all_bulk()
         sends = self.sends
         while self._checked < len(sends) and sends[self._checked].completed:
             UCXTransport.check(sends[self._checked])
@@ -285,11 +376,11 @@ class _ServeBatch(Operation):
     def _send_all(self) -> None:
         """Send the status, then every tile: alone ones as they come, each pack once full.
 
-        One pass over the batch; packs are filled in order, so a pack is gathered and sent
-        as soon as the next one starts, overlapping its transfer with the rest of the work.
+        One pass over the (few) items; the request's layout was checked, so packed items come
+        in pack order and, within a pack, in offset order.
         """
         req = self.request
-        parts: list[Any] = []  # the current pack: arrays, and ints for runs of zero bytes
+        parts: list[Any] = []  # the current pack's pieces, padding included
         current, cursor, on_device = -1, 0, False
         if req.flags & STATUS_IN_PACK:  # pack 0 opens with the status: one message fewer
             parts, current, cursor = [self.status], 0, len(self.status)
@@ -308,7 +399,7 @@ class _ServeBatch(Operation):
                 continue  # its room stays zero (the status marks it failed)
             offset = req.offsets[i]
             if offset > cursor:
-                parts.append(offset - cursor)
+                parts.append(_zero_run(offset - cursor))
             data = tile.data
             parts.append(data)
             cursor = offset + tile.nbytes
@@ -319,26 +410,132 @@ class _ServeBatch(Operation):
     def _send_pack(self, pack: int, parts: list[Any], cursor: int, on_device: bool) -> None:
         length = self.request.pack_lengths[pack]
         if cursor < length:
-            parts.append(length - cursor)
+            parts.append(_zero_run(length - cursor))
         if length:
             self._send(self.request.pack_seq0 + pack, self._gather(parts, length, on_device))
 
+    def _send_all_bulk(self) -> None:
+        """:meth:`_send_all` for many items: per pack, not per tile, Python steps.
+
+        Host packs are filled by a compiled gather (:func:`gpupart.kernels.pack.gather_host`),
+        device packs by one concatenation. Each pack is sent before the next is gathered, so
+        the consumer reads pack ``j`` while this side copies pack ``j + 1``.
+        """
+        req, tiles = self.request, self.tiles
+        status_in_pack = bool(req.flags & STATUS_IN_PACK)
+        if not status_in_pack:
+            self._send(self.batch, self.status)
+        packs = req.packs
+        failed = np.flatnonzero(self.status).tolist()
+        on_device = self.server.store.has_device_tiles and any(
+            t is not None and type(t.data) is not np.ndarray for t in tiles
+        )
+        packed = np.flatnonzero(packs >= 0)
+        n_packs = len(req.pack_lengths)
+        # Packed items are in pack order (checked): pack j's are packed[bounds[j]:bounds[j+1]].
+        bounds = np.searchsorted(packs[packed], np.arange(n_packs + 1)).tolist()
+        all_packed = len(packed) == len(packs)
+        if on_device:
+            datas = [None if t is None else t.data for t in tiles]
+            for i in failed:  # a failed packed item's room is sent as zeros
+                if packs[i] >= 0:
+                    datas[i] = np.zeros(int(req.nbytes[i]), dtype=np.uint8)
+        elif failed:  # address 0: the gather writes zeros in a failed item's room
+            addresses = np.fromiter((0 if t is None else t.address for t in tiles), np.uint64)
+        else:
+            addresses = np.fromiter(map(_ADDRESS, tiles), np.uint64, len(tiles))
+        for j in range(n_packs):
+            lo, hi = bounds[j], bounds[j + 1]
+            members: Any = slice(lo, hi) if all_packed else packed[lo:hi]
+            offsets, sizes = req.offsets[members], req.nbytes[members]
+            head = self.status if j == 0 and status_in_pack else None
+            if on_device:
+                pieces = datas[lo:hi] if all_packed else [datas[i] for i in members.tolist()]
+                self._send_pack_bulk(j, pieces, offsets, sizes, head)
+            else:
+                self._send_host_pack(j, addresses[members], offsets, sizes, head)
+            self.server.transport.progress()  # let UCX move the packs already sent
+        for i in np.flatnonzero(packs < 0).tolist():
+            tile = tiles[i]
+            if tile is not None and tile.nbytes:
+                self._send(req.item_seq0 + i, tile.data)
+
+    def _send_host_pack(
+        self,
+        pack: int,
+        addresses: np.ndarray,
+        offsets: np.ndarray,
+        sizes: np.ndarray,
+        head: np.ndarray | None,
+    ) -> None:
+        length = self.request.pack_lengths[pack]
+        if not length:
+            return
+        buffer = self.server.pool.acquire(length)
+        self.pooled.append(buffer)
+        start = 0
+        if head is not None:
+            start = len(head)
+            buffer[:start] = head
+        # self.tiles keeps every tile alive while the gather reads their addresses.
+        gather_host(buffer, start, addresses, sizes, offsets)
+        self._send(self.request.pack_seq0 + pack, buffer)
+
+    def _send_pack_bulk(
+        self,
+        pack: int,
+        pieces: list[Any],
+        offsets: np.ndarray,
+        sizes: np.ndarray,
+        head: np.ndarray | None,
+    ) -> None:
+        """Gather a device pack from its pieces (padding included) and send it."""
+        length = self.request.pack_lengths[pack]
+        if not length:
+            return
+        start = 0 if head is None else len(head)
+        if pieces:
+            ends = offsets + sizes
+            gaps = np.empty_like(offsets)
+            gaps[0] = offsets[0] - start
+            np.subtract(offsets[1:], ends[:-1], out=gaps[1:])
+            tail = length - int(ends[-1])
+        else:
+            gaps, tail = offsets, length - start
+        padded = np.flatnonzero(gaps)
+        if len(padded) > len(pieces) // 8:  # padding everywhere: interleave all of it
+            parts: list[Any] = [None] * (2 * len(pieces))
+            parts[0::2] = [_zero_run(g) for g in gaps.tolist()]
+            parts[1::2] = pieces
+        elif len(padded):  # a few runs (e.g. after the status): splice them in
+            parts, previous = [], 0
+            for k in padded.tolist():
+                parts += pieces[previous:k]
+                parts.append(_zero_run(int(gaps[k])))
+                previous = k
+            parts += pieces[previous:]
+        else:
+            parts = pieces
+        if head is not None:
+            parts.insert(0, head)
+        if tail:
+            parts.append(_zero_run(tail))
+        self._send(self.request.pack_seq0 + pack, self._gather(parts, length, True))
+
     def _gather(self, parts: list[Any], length: int, on_device: bool) -> Any:
-        """Concatenate a pack's pieces in one vectorised copy (ints are runs of zeros).
+        """Concatenate a pack's pieces (padding included) in one vectorised copy.
 
         Host packs go into a pooled buffer; a pack with any device tile is built on the
-        device, padding included, with one ``cupy.concatenate``.
+        device with one ``cupy.concatenate``.
         """
         if not on_device:
-            pieces = [p if type(p) is not int else _zeros(np, p) for p in parts]
             pack = self.server.pool.acquire(length)
-            np.concatenate(pieces, out=pack)
+            np.concatenate(parts, out=pack)
             self.pooled.append(pack)
             return pack
         import cupy  # a non-NumPy tile on the owner is a CuPy one (CuPy pools device memory)
 
-        pieces = [cupy.zeros(p, cupy.uint8) if type(p) is int else cupy.asarray(p) for p in parts]
-        pack = cupy.concatenate(pieces)
+        pack = cupy.concatenate([cupy.asarray(p) for p in parts])
         # UCX reads the pack as soon as the send is posted: the gather kernel must be done.
         cupy.cuda.get_current_stream().synchronize()
         return pack
@@ -351,14 +548,9 @@ class _ServeBatch(Operation):
     def fail(self, exc: BaseException) -> None:
         self.sends.clear()  # dropping the requests cancels them
         self.keep.clear()
-        self.pooled.clear()  # UCX may still touch them: never reuse
-
-
-def _zeros(xp: Any, n: int) -> Any:
-    """``n`` zero bytes of ``xp`` (a shared view for alignment-sized runs on the host)."""
-    if xp is np and n <= PACK_ALIGN:
-        return _ZEROS[:n]
-    return xp.zeros(n, dtype=xp.uint8)
+        for pack in self.pooled:  # UCX may still touch them: never reuse
+            self.server.pool.forget(pack)
+        self.pooled.clear()
 
 
 class TileServer:
@@ -413,13 +605,15 @@ class AloneItem:
 
 
 class FetchBatch(Operation):
-    """Consumer side of one request to one owner: delivers each tile to its sink.
+    """Consumer side of one request to one owner: delivers each tile to the call's sink.
 
-    Tiles are kept as parallel arrays (handles, sinks, ``out`` buffers, pack and offset per
-    tile) rather than one object each, so that a batch of thousands of small tiles is
-    planned, encoded and delivered with vectorised steps. A sink is a
-    :class:`concurrent.futures.Future` (``Runtime.fetch``) or a
-    :class:`~gpupart.cluster.results.ResultSlot` (``Runtime.get``).
+    Tiles are kept as parallel arrays (handles, ``out`` buffers, ids, sizes, pack and offset
+    per tile) rather than one object each, so that a batch of thousands of small tiles is
+    planned, encoded and delivered with vectorised steps. The sink is shared by every batch
+    of one call (a :class:`~gpupart.cluster.results.FutureSink` for ``Runtime.fetch``, a
+    :class:`~gpupart.cluster.results.ResultList` for ``Runtime.get``) and indexed by position
+    in the call; ``where[i]`` is that position for this batch's item ``i`` (``None``: the
+    same).
     """
 
     def __init__(
@@ -427,9 +621,12 @@ class FetchBatch(Operation):
         owner: int,
         batch: int,
         handles: list[Handle],
-        sinks: list[Any],
+        sink: Any,
+        where: np.ndarray | None,
         outs: list[Any],
-        pack_of: np.ndarray | list[int],  # arrays when there are packs, plain lists otherwise
+        tile_ids: Any,
+        nbytes: Any,
+        pack_of: np.ndarray | list[int],  # arrays for large batches, plain lists otherwise
         offsets: np.ndarray | list[int],
         packs: list[Any],
         alone: list[AloneItem],
@@ -437,13 +634,18 @@ class FetchBatch(Operation):
         timeout: float,
         on_finish: Callable[[FetchBatch], None],
         status_in_pack: bool = False,
+        with_outs: bool = True,
     ):
         self.peer = owner
+        self.with_outs = with_outs  # False: every ``outs[i]`` is None
         self.status_in_pack = status_in_pack
         self.batch = batch
         self.handles = handles
-        self.sinks = sinks
+        self.sink = sink
+        self.where = where
         self.outs = outs
+        self.tile_ids = tile_ids
+        self.nbytes = nbytes
         self.pack_of = pack_of
         self.offsets = offsets
         self.packs = packs
@@ -453,7 +655,8 @@ class FetchBatch(Operation):
         self.rejection: str | None = None
         self._status_request: Any = None
         self._pack_requests: list[Any] = []
-        self._pack_members: list[np.ndarray] = []
+        self._pack_members: list[Any] = []
+        self._alike: bool | None = None  # whether all tiles share dtype, shape and order
         self._alone: collections.deque[AloneItem] = collections.deque(alone)
         self._send: Any = None
         self._request_bytes = b""
@@ -464,6 +667,9 @@ class FetchBatch(Operation):
     def what(self) -> str:  # built only when an error needs it: this class is on the hot path
         """Describe the operation for error messages."""
         return f"fetching {len(self.handles)} tile(s) from rank {self.peer}"
+
+    def _global(self, index: int) -> int:
+        return index if self.where is None else int(self.where[index])
 
     def post(self, transport: UCXTransport, me: int, item_seq0: int, pack_seq0: int) -> None:
         """Post every receive, then the request (so no reply can arrive unexpected)."""
@@ -487,20 +693,19 @@ class FetchBatch(Operation):
         if self.status_in_pack:
             self._status_request = self._pack_requests[0]
         if isinstance(self.pack_of, np.ndarray):  # large batches: vectorised bookkeeping
-            order = np.argsort(self.pack_of, kind="stable")
-            counts = np.bincount(self.pack_of[self.pack_of >= 0], minlength=len(self.packs))
-            first = len(self.pack_of) - int(counts.sum())  # unpacked (-1) items sort first
-            self._pack_members = np.split(order[first:], np.cumsum(counts)[:-1])
+            # Packed items come in pack order: pack j's are a run of the packed ones.
+            packed = np.flatnonzero(self.pack_of >= 0)
+            bounds = np.searchsorted(self.pack_of[packed], np.arange(len(self.packs) + 1))
+            self._pack_members = np.split(packed, bounds[1:-1])
         elif self.packs:
             members: list[list[int]] = [[] for _ in self.packs]
             for i, pack in enumerate(self.pack_of):
                 if pack >= 0:
                     members[pack].append(i)
-            self._pack_members = members  # type: ignore[assignment]
-        handles = self.handles
+            self._pack_members = members
         self._request_bytes = encode_request(
-            [h.tile_id for h in handles],
-            [h.nbytes for h in handles],
+            self.tile_ids,
+            self.nbytes,
             self.pack_of,
             self.offsets,
             [b.shape[0] for b in self.packs],
@@ -536,11 +741,12 @@ class FetchBatch(Operation):
             self._pack_requests[j] = None
             if len(members):
                 self._deliver_pack(self.packs[j], members)
-            self._pack_members[j] = None  # type: ignore[call-overload]
+            self._pack_members[j] = None
         alone = self._alone
         # The owner sends in order and UCX completes mostly in order: deliver from the front
         # and stop at the first transfer still running, instead of scanning every pending
         # tile on every round (which cost as much as the transfers for 1 MiB tiles).
+        sink = self.sink
         while alone:
             item = alone[0]
             if item.request is not None:
@@ -548,9 +754,9 @@ class FetchBatch(Operation):
                     break
                 UCXTransport.check(item.request)
                 item.request = None
-            sink = self.sinks[item.index]
-            if not sink.done():
-                sink.set_result(item.result)
+            index = self._global(item.index)
+            if not sink.done(index):
+                sink.set_result(index, item.result)
             alone.popleft()
         if alone or any(m is not None for m in self._pack_members):
             return False
@@ -559,13 +765,13 @@ class FetchBatch(Operation):
 
     def _fail_reported(self) -> None:
         """Fail the tiles the owner's status marks as failed; cancel their receives."""
-        if not any(self.status.data):  # bytes of the status: fast for the all-ok case
+        status = self.status
+        if not (status.any() if len(status) > _SMALL else any(status.data)):  # all ok
             return
         failed = np.flatnonzero(self.status).tolist()
         for index in failed:
-            sink = self.sinks[index]
-            if not sink.done():
-                sink.set_exception(error_for(int(self.status[index]), self.handles[index]))
+            error = error_for(int(self.status[index]), self.handles[index])
+            self.sink.set_exception(self._global(index), error)
         bad = set(failed)
         keep = collections.deque()
         for item in self._alone:
@@ -575,17 +781,22 @@ class FetchBatch(Operation):
                 keep.append(item)
         self._alone = keep
 
-    def _deliver_pack(self, pack: Any, members: np.ndarray) -> None:
-        """Hand every tile of a completed pack to its sink (views of the pack, or out=)."""
-        sinks, outs = self.sinks, self.outs
+    def _deliver_pack(self, pack: Any, members: Any) -> None:
+        """Hand every tile of a completed pack to the sink (views of the pack, or out=)."""
         index_list = members.tolist() if isinstance(members, np.ndarray) else members
-        views = _pack_views(pack, index_list, self.handles, self.offsets)
-        for index, view in zip(index_list, views, strict=True):
-            sink = sinks[index]
-            if sink.done():  # failed (status) or cancelled by the caller
+        if self._alike is None:
+            self._alike = len(self.handles) > 1 and _all_alike(self.handles)
+        views = _pack_views(pack, index_list, self.handles, self.offsets, self._alike)
+        where, sink, outs = self.where, self.sink, self.outs
+        targets = index_list if where is None else where[members].tolist()
+        if not self.with_outs:
+            sink.set_results(targets, views)
+            return
+        for index, target, view in zip(index_list, targets, views, strict=True):
+            if sink.done(target):  # failed (status) or cancelled by the caller
                 continue
             out = outs[index]
-            sink.set_result(view if out is None else copy_into(out, view))
+            sink.set_result(target, view if out is None else copy_into(out, view))
 
     def _done(self) -> None:
         if not self.finished:
@@ -594,9 +805,8 @@ class FetchBatch(Operation):
 
     def fail(self, exc: BaseException) -> None:
         """Fail every tile not yet delivered (owner lost, timeout, transport error)."""
-        for sink in self.sinks:
-            if not sink.done():
-                sink.set_exception(exc)
+        n = len(self.handles)
+        self.sink.fail_pending(range(n) if self.where is None else self.where.tolist(), exc)
         for item in self._alone:
             item.request = None
         self._pack_requests.clear()
@@ -605,24 +815,45 @@ class FetchBatch(Operation):
         self._done()
 
 
-def _pack_views(pack: Any, idx: list[int], handles: list[Handle], offsets: Any) -> list:
-    """Return views of a pack's tiles (one strided view split up when they are all alike)."""
+_SHAPE = operator.attrgetter("shape")
+_DTYPE = operator.attrgetter("dtype")
+_ORDER = operator.attrgetter("order")
+
+
+def _all_alike(handles: list[Handle]) -> bool:
+    """Whether every handle has the first one's dtype, shape and (for n-d tiles) order."""
+    first, n = handles[0], len(handles)
+    if list(map(_SHAPE, handles)).count(first.shape) != n:
+        return False
+    if list(map(_DTYPE, handles)).count(first.dtype) != n:
+        return False
+    return len(first.shape) <= 1 or list(map(_ORDER, handles)).count(first.order) == n
+
+
+def _pack_views(
+    pack: Any, idx: list[int], handles: list[Handle], offsets: Any, alike: bool | None = None
+) -> list:
+    """Return views of a pack's tiles (one strided view split up when they are all alike).
+
+    ``alike`` says all of ``handles`` share dtype, shape and order (``None``: check these).
+    """
     first = handles[idx[0]]
-    offs = offsets[idx].tolist() if isinstance(offsets, np.ndarray) else [offsets[i] for i in idx]
     k = len(idx)
-    if k > 1 and (first.order == "C" or len(first.shape) <= 1):
-        stride = offs[1] - offs[0]
-        alike = stride >= first.nbytes and all(
-            handles[i].dtype == first.dtype and handles[i].shape == first.shape for i in idx
-        )
-        if alike and all(b - a == stride for a, b in itertools.pairwise(offs)):
+    if alike is None:
+        alike = _all_alike([handles[i] for i in idx])
+    offs = np.asarray(offsets)[idx] if k > 1 else None
+    if alike and k > 1 and (first.order == "C" or len(first.shape) <= 1):
+        steps = np.diff(offs)
+        stride = int(steps[0])
+        if stride >= first.nbytes and (steps == stride).all():
             xp = sys.modules[type(pack).__module__.split(".")[0]]
             rows = xp.lib.stride_tricks.as_strided(
-                pack[offs[0] :], shape=(k, first.nbytes), strides=(stride, 1)
+                pack[int(offs[0]) :], shape=(k, first.nbytes), strides=(stride, 1)
             )
             return list(rows.view(first.dtype).reshape((k, *first.shape)))
+    offs_list = offs.tolist() if offs is not None else [offsets[idx[0]]]
     views = []
-    for i, off in zip(idx, offs, strict=True):
+    for i, off in zip(idx, offs_list, strict=True):
         h = handles[i]
         views.append(pack[off : off + h.nbytes].view(h.dtype).reshape(h.shape, order=h.order))
     return views
@@ -668,3 +899,48 @@ def plan_packs(
         lengths[-1] = cursor
         cursor = -(-cursor // PACK_ALIGN) * PACK_ALIGN
     return pack_of, offset, lengths
+
+
+def plan_packs_bulk(
+    nbytes: np.ndarray, eligible: np.ndarray, pack_limit: int, status_bytes: int = 0
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """:func:`plan_packs` for many items, vectorised: the same guarantees, arrays out.
+
+    Eligible items are laid out back to back (aligned) on one line, which is cut into packs
+    every ``pack_limit - largest item`` bytes; an item goes to the pack its start falls in,
+    so no pack exceeds ``pack_limit`` (packs are at least ``pack_limit - largest`` bytes
+    apart, not filled greedily). Returns ``(pack per item or -1, offset per item, length
+    per pack)`` with int64 arrays for the first two.
+    """
+    n = len(nbytes)
+    pack_of = np.full(n, -1, dtype=np.int64)
+    offsets = np.zeros(n, dtype=np.int64)
+    idx = np.flatnonzero(eligible)
+    if not idx.size:
+        return pack_of, offsets, [status_bytes] if status_bytes else []
+    sizes = np.asarray(nbytes, dtype=np.int64)[idx]
+    aligned = -(-sizes // PACK_ALIGN) * PACK_ALIGN
+    base = -(-status_bytes // PACK_ALIGN) * PACK_ALIGN
+    starts = np.cumsum(aligned)
+    starts -= aligned
+    starts += base
+    span = max(pack_limit - int(sizes.max()), 1)
+    cut = starts // span  # non-decreasing: the piece of the line each item starts in
+    first = np.empty(len(cut), dtype=bool)
+    first[0] = True
+    np.not_equal(cut[1:], cut[:-1], out=first[1:])
+    group = np.cumsum(first) - 1  # dense pack numbers of the items' packs
+    pack_start = starts[first]
+    shift = 0
+    if status_bytes:
+        if cut[0] == 0:
+            pack_start[0] = 0  # the status opens the first items' pack
+        else:
+            shift = 1  # the status has pack 0 to itself
+    offsets[idx] = starts - pack_start[group]
+    pack_of[idx] = group + shift
+    last = np.append(np.flatnonzero(first)[1:] - 1, len(cut) - 1)
+    lengths = (starts[last] + sizes[last] - pack_start).tolist()
+    if shift:
+        lengths.insert(0, status_bytes)
+    return pack_of, offsets, lengths

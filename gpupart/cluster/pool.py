@@ -8,6 +8,8 @@ Device memory needs no such pool: CuPy's memory pool already caches allocations.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import threading
 
 import numpy as np
@@ -17,12 +19,34 @@ __all__ = ["HostBufferPool"]
 _MIN_CLASS = 1 << 16
 
 
+_HUGE_PAGE = 2 << 20
+
+
+def _host_empty(nbytes: int) -> np.ndarray:
+    """Allocate a ``uint8`` host buffer, backed by transparent huge pages where allowed.
+
+    UCX's shared-memory rendezvous reads a pack with ``process_vm_readv``, which pins the
+    owner's pages one by one: 4 KiB pages held it to ~4 GB/s on the development VM, huge
+    pages reach the copy limit. Buffers of at least a huge page are mapped on their own,
+    aligned to one, and advised (``MADV_HUGEPAGE``); smaller ones come from NumPy.
+    """
+    if nbytes < _HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return np.empty(nbytes, dtype=np.uint8)
+    region = mmap.mmap(-1, nbytes + _HUGE_PAGE)
+    raw = np.frombuffer(region, dtype=np.uint8)
+    start = -raw.ctypes.data % _HUGE_PAGE
+    with contextlib.suppress(OSError):  # no THP here: plain pages still work
+        region.madvise(mmap.MADV_HUGEPAGE, start, nbytes)
+    return raw[start : start + nbytes]
+
+
 class HostBufferPool:
     """Power-of-two size classes of ``uint8`` host buffers, at most ``capacity`` bytes kept."""
 
     def __init__(self, capacity: int = 256 << 20) -> None:
         self.capacity = capacity
         self._free: dict[int, list[np.ndarray]] = {}
+        self._lent: dict[int, np.ndarray] = {}  # address -> whole buffer, while lent out
         self._kept = 0
         self._lock = threading.Lock()
 
@@ -37,20 +61,31 @@ class HostBufferPool:
             free = self._free.get(size)
             if free:
                 self._kept -= size
-                return free.pop()[:nbytes]
-        return np.empty(size, dtype=np.uint8)[:nbytes]
+                whole = free.pop()
+            else:
+                whole = None
+        if whole is None:
+            whole = _host_empty(size)
+        with self._lock:
+            self._lent[whole.ctypes.data] = whole
+        return whole[:nbytes]
 
     def release(self, buffer: np.ndarray) -> None:
         """Give back a buffer from :meth:`acquire`; it is kept if the pool has room."""
-        base = buffer.base if buffer.base is not None else buffer
-        size = base.shape[0]
-        if size != self._size_class(size):
-            return  # not one of ours
         with self._lock:
+            whole = self._lent.pop(buffer.ctypes.data, None)
+            if whole is None:
+                return  # not one of ours
+            size = whole.shape[0]
             if self._kept + size > self.capacity:
                 return
-            self._free.setdefault(size, []).append(base)
+            self._free.setdefault(size, []).append(whole)
             self._kept += size
+
+    def forget(self, buffer: np.ndarray) -> None:
+        """Never reuse a lent buffer (UCX may still touch it after a failed send)."""
+        with self._lock:
+            self._lent.pop(buffer.ctypes.data, None)
 
     def clear(self) -> None:
         """Drop every cached buffer."""

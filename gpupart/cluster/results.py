@@ -1,21 +1,29 @@
-"""Where fetched tiles are delivered: standard futures, made cheaply, or bare result slots.
+"""Where fetched tiles are delivered: standard futures, made and completed cheaply, or a list.
 
 ``Runtime.fetch`` must return :class:`concurrent.futures.Future` objects; creating one costs a
 ``threading.Condition`` each, which for thousands of small tiles is the dominant cost. The
 futures of one call therefore share one condition (CPython's ``Future`` only uses it as a
-lock and a wait queue, so sharing it changes no behaviour). ``Runtime.get`` needs no futures
-at all and uses :class:`ResultSlot`, which has the part of the future API the fetch
-machinery calls.
+lock and a wait queue, so sharing it changes no behaviour), and a pack's worth of them is
+completed under one acquisition of it with one wake-up (:class:`FutureSink`).
+``Runtime.get`` needs no futures at all: its tiles go straight into a list
+(:class:`ResultList`).
+
+Both sinks take *global* indices (positions in the caller's list of handles), so every
+per-owner batch of one call writes into the same sink.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures._base import FINISHED, PENDING
 from typing import Any
 
-__all__ = ["ProgressingFuture", "ResultSlot", "futures_sharing_condition"]
+__all__ = ["FutureSink", "ProgressingFuture", "ResultList", "futures_sharing_condition"]
+
+logger = logging.getLogger("gpupart.fetch")
 
 _FUTURE_FIELDS = ("_condition", "_state", "_result", "_exception", "_waiters", "_done_callbacks")
 
@@ -69,32 +77,105 @@ def futures_sharing_condition(
     return futures
 
 
-class ResultSlot:
-    """A one-shot result holder with the subset of the future API that fetching uses."""
+class FutureSink:
+    """Delivers tiles to one future each (``Runtime.fetch``); cancelled futures are skipped."""
 
-    __slots__ = ("_done", "_exception", "_value")
+    __slots__ = ("_shared", "futures")
 
-    def __init__(self) -> None:
-        self._done = False
-        self._value: Any = None
-        self._exception: BaseException | None = None
+    def __init__(self, futures: list[Future]) -> None:
+        self.futures = futures
+        # futures_sharing_condition makes all of them ProgressingFutures or none.
+        self._shared = len(futures) > 1 and isinstance(futures[0], ProgressingFuture)
 
-    def done(self) -> bool:
-        """Whether a result or an exception was set."""
-        return self._done
+    def done(self, index: int) -> bool:
+        """Whether tile ``index`` already has a result, an error, or was cancelled."""
+        return self.futures[index].done()
 
-    def set_result(self, value: Any) -> None:
-        """Deliver the value."""
-        self._value = value
-        self._done = True
+    def set_result(self, index: int, value: Any) -> None:
+        """Deliver one tile (ignored if its future is already done or cancelled)."""
+        fut = self.futures[index]
+        if not fut.done():
+            fut.set_result(value)
 
-    def set_exception(self, exc: BaseException) -> None:
-        """Deliver an error."""
-        self._exception = exc
-        self._done = True
+    def set_exception(self, index: int, exc: BaseException) -> None:
+        """Fail one tile (ignored if its future is already done or cancelled)."""
+        fut = self.futures[index]
+        if not fut.done():
+            fut.set_exception(exc)
 
-    def result(self) -> Any:
-        """Return the value, or raise the error (only once done)."""
-        if self._exception is not None:
-            raise self._exception
-        return self._value
+    def set_results(self, indices: Sequence[int], values: Sequence[Any]) -> None:
+        """Deliver many tiles: under one hold of the shared condition, with one wake-up."""
+        futures = self.futures
+        if not self._shared:
+            for index, value in zip(indices, values, strict=True):
+                self.set_result(index, value)
+            return
+        finished = []
+        condition = futures[0]._condition
+        with condition:
+            for index, value in zip(indices, values, strict=True):
+                fut = futures[index]
+                if fut._state != PENDING:  # failed, cancelled, or done already
+                    continue
+                fut._result = value
+                fut._state = FINISHED
+                for waiter in fut._waiters:  # concurrent.futures.wait / as_completed
+                    waiter.add_result(fut)
+                if fut._done_callbacks:
+                    finished.append(fut)
+            condition.notify_all()
+        for fut in finished:
+            for callback in fut._done_callbacks:
+                try:
+                    callback(fut)
+                except Exception:
+                    logger.exception("exception calling callback for %r", fut)
+
+    def fail_pending(self, indices: Sequence[int], exc: BaseException) -> None:
+        """Fail every tile of ``indices`` that is still pending."""
+        for index in indices:
+            self.set_exception(index, exc)
+
+
+class ResultList:
+    """The tiles of one ``Runtime.get``: values and errors by index, no object per tile."""
+
+    __slots__ = ("errors", "values")
+
+    def __init__(self, n: int) -> None:
+        self.values: list[Any] = [None] * n
+        self.errors: dict[int, BaseException] = {}
+
+    def done(self, index: int) -> bool:
+        """Whether tile ``index`` has a value or an error."""
+        return self.values[index] is not None or index in self.errors
+
+    def set_result(self, index: int, value: Any) -> None:
+        """Deliver one tile."""
+        self.values[index] = value
+
+    def set_exception(self, index: int, exc: BaseException) -> None:
+        """Fail one tile (the first error of a tile is kept)."""
+        self.errors.setdefault(index, exc)
+
+    def set_results(self, indices: Sequence[int], values: Sequence[Any]) -> None:
+        """Deliver many tiles (one slice assignment when the indices are a run)."""
+        first, count = indices[0], len(indices)
+        if indices[-1] - first == count - 1:  # ascending and contiguous
+            self.values[first : first + count] = values
+            return
+        target = self.values
+        for index, value in zip(indices, values, strict=True):
+            target[index] = value
+
+    def fail_pending(self, indices: Sequence[int], exc: BaseException) -> None:
+        """Fail every tile of ``indices`` that has neither a value nor an error."""
+        for index in indices:
+            if not self.done(index):
+                self.errors[index] = exc
+
+    def result(self) -> list[Any]:
+        """Return the values in order, or raise the error of the first failed tile."""
+        if self.errors:
+            raise self.errors[min(self.errors)]
+        return self.values

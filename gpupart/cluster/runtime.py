@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import itertools
 import logging
+import operator
 import os
 import threading
 import time
@@ -29,9 +30,10 @@ from gpupart.cluster.fetch import (
     TileServer,
     error_for,
     plan_packs,
+    plan_packs_bulk,
 )
 from gpupart.cluster.options import RuntimeOptions
-from gpupart.cluster.results import ResultSlot, futures_sharing_condition
+from gpupart.cluster.results import FutureSink, ResultList, futures_sharing_condition
 from gpupart.cluster.tags import MAX_RANKS, Kind
 from gpupart.cluster.tiles import Handle, Tile, TileStore, byte_view, copy_into
 from gpupart.errors import (
@@ -51,6 +53,10 @@ _VECTOR_BATCH = 64
 #: A tile alone in its batch rides with the status (one message) up to this size; larger
 #: ones are sent zero-copy in their own message.
 _LONE_TILE_PACK = 8 << 10
+_OWNER = operator.attrgetter("owner")
+_TILE_ID = operator.attrgetter("tile_id")
+_NBYTES = operator.attrgetter("nbytes")
+_JOB = operator.attrgetter("job")
 
 
 class Runtime:
@@ -233,7 +239,13 @@ class Runtime:
             event = self.backend.create_event()
             event.record(stream)
             stream_handle = stream.handle
-        tile = Tile(array=array, data=byte_view(array), nbytes=int(info.nbytes), event=event)
+        tile = Tile(
+            array=array,
+            data=byte_view(array),
+            nbytes=int(info.nbytes),
+            event=event,
+            address=0 if backends.is_cuda_array(array) else info.ptr,
+        )
         tile_id = self.store.add(tile)
         location = self.location._replace(
             stream=stream_handle or None, device=info.device, memory=info.memory
@@ -286,9 +298,9 @@ class Runtime:
         """
         self._check_open()
         handles = [handles] if isinstance(handles, Handle) else list(handles)
-        outs = self._check_fetch_args(handles, out)
+        outs, owners = self._check_fetch_args(handles, out)
         futures = futures_sharing_condition(len(handles), self._help_future)
-        self._start_fetch(handles, outs, futures)
+        self._start_fetch(handles, outs, owners, FutureSink(futures))
         return futures
 
     def _help_future(self, future: Future, timeout: float | None) -> None:
@@ -317,47 +329,107 @@ class Runtime:
         self._check_open()
         single = isinstance(handles, Handle)
         handles = [handles] if single else list(handles)
-        outs = self._check_fetch_args(handles, out)
+        outs, owners = self._check_fetch_args(handles, out)
         limit = self.options.fetch_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
-        slots = [ResultSlot() for _ in handles]
+        results = ResultList(len(handles))
         engine = self._engine
         if engine is None:
-            self._start_fetch(handles, outs, slots)
+            self._start_fetch(handles, outs, owners, results)
         else:
             with engine.helping():  # this thread progresses: no hand-off to the engine thread
-                ops = self._start_fetch(handles, outs, slots)
+                ops = self._start_fetch(handles, outs, owners, results)
                 engine.help_until(
                     lambda: all(op.finished for op in ops),
                     deadline,
                     "get: waiting for tiles",
                     limit,
                 )
-        results = [slot.result() for slot in slots]
-        return results[0] if single else results
+        values = results.result()
+        return values[0] if single else values
 
     def _start_fetch(
-        self, handles: list[Handle], outs: list[Any], sinks: list[Any]
+        self,
+        handles: list[Handle],
+        outs: list[Any] | None,
+        owners: np.ndarray | None,
+        sink: Any,
     ) -> list[FetchBatch]:
-        remote: dict[int, list[int]] = {}
-        for i, h in enumerate(handles):
-            if h.owner == self.rank:
-                self._fetch_local(h, sinks[i], outs[i])
+        """Serve local handles now and send one request per remote owner (into ``sink``)."""
+        groups: list[tuple[int, np.ndarray | None]]
+        if owners is None:  # few handles: group them in plain Python
+            by_owner: dict[int, list[int]] = {}
+            for i, h in enumerate(handles):
+                by_owner.setdefault(h.owner, []).append(i)
+            if len(by_owner) == 1:
+                groups = [(handles[0].owner, None)] if handles else []
             else:
-                remote.setdefault(h.owner, []).append(i)
+                groups = [(o, np.asarray(idx)) for o, idx in by_owner.items()]
+        else:
+            order = np.argsort(owners, kind="stable")
+            sorted_owners = owners[order]
+            cuts = np.flatnonzero(sorted_owners[1:] != sorted_owners[:-1]) + 1
+            if not cuts.size:
+                groups = [(int(owners[0]), None)]
+            else:
+                groups = [
+                    (int(sorted_owners[run[0]]), order[run])
+                    for run in np.split(np.arange(len(order)), cuts)
+                ]
         ops = []
-        for owner, indices in remote.items():
-            op = self._fetch_remote(
-                owner,
-                [handles[i] for i in indices],
-                [sinks[i] for i in indices],
-                [outs[i] for i in indices],
-            )
+        with_outs = outs is not None
+        if outs is None:
+            outs = [None] * len(handles)
+        for owner, where in groups:
+            indices = range(len(handles)) if where is None else where.tolist()
+            if owner == self.rank:
+                for i in indices:
+                    self._fetch_local(handles[i], outs[i], sink, i)
+                continue
+            if where is None:
+                sub_handles, sub_outs = handles, outs
+            else:
+                sub_handles = [handles[i] for i in indices]
+                sub_outs = [outs[i] for i in indices]
+            op = self._fetch_remote(owner, sub_handles, sub_outs, sink, where, with_outs)
             if op is not None:
                 ops.append(op)
         return ops
 
-    def _check_fetch_args(self, handles: list[Any], out: Any) -> list[Any]:
+    def _check_fetch_args(
+        self, handles: list[Any], out: Any
+    ) -> tuple[list[Any] | None, np.ndarray | None]:
+        """Check handles and ``out``; return the ``out`` list and (many handles) the owners.
+
+        The list is None when no ``out`` was given.
+        """
+        owners = None
+        # Whole-list checks for many handles; the loop below names the culprit.
+        if (
+            len(handles) > _VECTOR_BATCH
+            and set(map(type, handles)) == {Handle}
+            and set(map(_JOB, handles)) <= {"", self.job_id}
+        ):
+            owners = np.fromiter(map(_OWNER, handles), np.int64, len(handles))
+            if owners.min() < 0 or owners.max() >= self.size:
+                owners = None
+        if owners is None:
+            self._check_each_handle(handles)
+            if len(handles) > _VECTOR_BATCH:
+                owners = np.fromiter(map(_OWNER, handles), np.int64, len(handles))
+        if out is None:
+            return None, owners
+        outs = [out] if not isinstance(out, (list, tuple)) else list(out)
+        if len(outs) != len(handles):
+            raise ValueError(
+                f"out: expected {len(handles)} buffers (one per handle), found {len(outs)}"
+            )
+        for i, (h, buf) in enumerate(zip(handles, outs, strict=True)):
+            if buf is not None:
+                _check_out(i, h, buf)
+        return outs, owners
+
+    def _check_each_handle(self, handles: list[Any]) -> None:
         for i, h in enumerate(handles):
             if not isinstance(h, Handle):
                 raise TypeError(
@@ -372,33 +444,22 @@ class Runtime:
                 raise ValueError(
                     f"handles[{i}].owner: expected a rank in 0..{self.size - 1}, found {h.owner}"
                 )
-        if out is None:
-            return [None] * len(handles)
-        outs = [out] if not isinstance(out, (list, tuple)) else list(out)
-        if len(outs) != len(handles):
-            raise ValueError(
-                f"out: expected {len(handles)} buffers (one per handle), found {len(outs)}"
-            )
-        for i, (h, buf) in enumerate(zip(handles, outs, strict=True)):
-            if buf is not None:
-                _check_out(i, h, buf)
-        return outs
 
-    def _fetch_local(self, handle: Handle, future: Any, out: Any) -> None:
+    def _fetch_local(self, handle: Handle, out: Any, sink: Any, index: int) -> None:
         try:
             tile = self.store.get(handle.tile_id)
         except TileNotFoundError as exc:
-            future.set_exception(exc)
+            sink.set_exception(index, exc)
             return
         if tile.nbytes != handle.nbytes:  # the remote path refuses such handles too
-            future.set_exception(error_for(SIZE_MISMATCH, handle))
+            sink.set_exception(index, error_for(SIZE_MISMATCH, handle))
             return
         if out is None:
-            future.set_result(tile.array)
+            sink.set_result(index, tile.array)
             return
         if tile.event is not None:
             tile.event.synchronize(self.options.fetch_timeout)
-        future.set_result(copy_into(out, tile.array))
+        sink.set_result(index, copy_into(out, tile.array))
 
     def _reserve(self, n: int) -> int:
         with self._seq_lock:
@@ -408,39 +469,54 @@ class Runtime:
         return first
 
     def _fetch_remote(
-        self, owner: int, handles: list[Handle], futures: list[Any], outs: list[Any]
+        self,
+        owner: int,
+        handles: list[Handle],
+        outs: list[Any],
+        sink: Any,
+        where: np.ndarray | None,
+        with_outs: bool,
     ) -> FetchBatch | None:
         engine, transport = self._engine, self._transport
         lost = engine.lost_error(owner) if engine is not None else None
         if lost is not None:
-            for fut in futures:
-                fut.set_exception(lost)
+            sink.fail_pending(range(len(handles)) if where is None else where.tolist(), lost)
             return None
         opts = self.options
         n = len(handles)
-        nbytes = [h.nbytes for h in handles]
-        threshold = opts.pack_threshold
-        eligible = [0 < size <= threshold for size in nbytes]
         # A host consumer reads the owner's status at the head of pack 0, so small tiles
         # and the status arrive as one message. A device consumer's packs live on the
         # device, so its status comes alone, and a pack of one would only add copies.
         status_in_pack = not self.backend.is_gpu
-        if sum(eligible) < 2:  # a lone tile: packing saves a message but costs two copies
-            small = _LONE_TILE_PACK if status_in_pack else 0
-            eligible = [
-                packed and size <= small for packed, size in zip(eligible, nbytes, strict=True)
-            ]
-        pack_list, offset_list, lengths = plan_packs(
-            nbytes, eligible, opts.pack_limit, status_bytes=n if status_in_pack else 0
-        )
-        pack_of: Any = pack_list
-        offsets: Any = offset_list
-        if n > _VECTOR_BATCH:  # large batches keep their pack bookkeeping in arrays
-            pack_of = np.asarray(pack_list, dtype=np.int64)
-            offsets = np.asarray(offset_list, dtype=np.int64)
+        status_bytes = n if status_in_pack else 0
+        if n > _VECTOR_BATCH:  # large batches: vectorised planning, bookkeeping in arrays
+            tile_ids: Any = np.fromiter(map(_TILE_ID, handles), np.uint64, n)
+            nbytes: Any = np.fromiter(map(_NBYTES, handles), np.int64, n)
+            eligible = (nbytes > 0) & (nbytes <= opts.pack_threshold)
+            if np.count_nonzero(eligible) < 2:  # a lone small tile (see below)
+                eligible &= nbytes <= (_LONE_TILE_PACK if status_in_pack else 0)
+            pack_of, offsets, lengths = plan_packs_bulk(
+                nbytes, eligible, opts.pack_limit, status_bytes
+            )
+            unpacked = np.flatnonzero(~eligible).tolist()
+        else:
+            tile_ids = [h.tile_id for h in handles]
+            nbytes = [h.nbytes for h in handles]
+            threshold = opts.pack_threshold
+            eligible_list = [0 < size <= threshold for size in nbytes]
+            if sum(eligible_list) < 2:  # a lone tile: packing saves a message, costs copies
+                small = _LONE_TILE_PACK if status_in_pack else 0
+                eligible_list = [
+                    packed and size <= small
+                    for packed, size in zip(eligible_list, nbytes, strict=True)
+                ]
+            pack_of, offsets, lengths = plan_packs(
+                nbytes, eligible_list, opts.pack_limit, status_bytes
+            )
+            unpacked = [i for i, packed in enumerate(eligible_list) if not packed]
         packs = [self.backend.empty((length,), np.uint8) for length in lengths]
         alone = []
-        for i in (i for i, packed in enumerate(eligible) if not packed):
+        for i in unpacked:
             h, buf = handles[i], outs[i]
             result = (
                 buf if buf is not None else self.backend.empty(h.shape, np.dtype(h.dtype), h.order)
@@ -452,8 +528,11 @@ class Runtime:
             owner,
             batch,
             handles,
-            futures,
+            sink,
+            where,
             outs,
+            tile_ids,
+            nbytes,
             pack_of,
             offsets,
             packs,
@@ -461,6 +540,7 @@ class Runtime:
             timeout=opts.fetch_timeout,
             on_finish=lambda _op: self._batches.pop(key, None),
             status_in_pack=status_in_pack,
+            with_outs=with_outs,
         )
         self._batches[key] = op
         op.post(transport, self.rank, batch + 1, batch + 1 + n)

@@ -62,7 +62,7 @@ def copy_into(out: Any, value: Any) -> Any:
     return out
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared by identity: fast ``None in tiles`` tests
 class Tile:
     """A registered array and the event that says when its producer has finished writing it."""
 
@@ -70,6 +70,7 @@ class Tile:
     data: Any  # flat uint8 view of ``array`` (what goes on the wire)
     nbytes: int
     event: Any = None  # backend event, None when nothing is pending
+    address: int = 0  # host address of the bytes (0 for device memory)
 
     def ready(self) -> bool:
         """Whether the producer's pending work on the tile has completed (never blocks)."""
@@ -84,12 +85,20 @@ class TileStore:
         self._tiles: dict[int, Tile] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        #: Whether any tile was registered with a ready event (else none can be pending).
+        self.has_events = False
+        #: Whether any tile lives in device memory (else every pack is gathered on the host).
+        self.has_device_tiles = False
 
     def add(self, tile: Tile) -> int:
         """Register ``tile``; returns its new id."""
         with self._lock:
             tile_id = next(self._ids)
             self._tiles[tile_id] = tile
+            if tile.event is not None:
+                self.has_events = True
+            if not tile.address:
+                self.has_device_tiles = True
         return tile_id
 
     def get(self, tile_id: int) -> Tile:
@@ -100,11 +109,15 @@ class TileStore:
             raise TileNotFoundError(self.owner, tile_id)
         return tile
 
-    def lookup(self, tile_ids: list[int]) -> list[Tile | None]:
-        """Look up many tiles at once (``None`` for unknown ids) under one lock."""
+    def lookup(self, tile_ids: Any) -> list[Tile | None]:
+        """Look up many tiles (a list or an integer array of ids) at once, under one lock.
+
+        Unknown ids give ``None``.
+        """
+        if isinstance(tile_ids, np.ndarray):
+            tile_ids = tile_ids.tolist()
         with self._lock:
-            get = self._tiles.get
-            return [get(t) for t in tile_ids]
+            return list(map(self._tiles.get, tile_ids))
 
     def remove(self, tile_id: int) -> Tile:
         """Forget a tile (in-flight sends keep their own reference until they complete)."""
