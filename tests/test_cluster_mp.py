@@ -62,6 +62,14 @@ def test_many_fetches_in_flight(n):
 
 
 @pytest.mark.parametrize("n", SIZES)
+def test_bulk_batches_with_faults_deliver_every_good_tile(n):
+    rc, out, err = run_job(n, "fetch_bulk.py")
+    done = check_done(n, rc, out, err)
+    # 300 picks per owner minus the freed one when picked, plus 25 duplicates; 3 faults each
+    assert all(d["tiles"] >= 299 * n + 25 and d["faults"] == 3 * n for d in done)
+
+
+@pytest.mark.parametrize("n", SIZES)
 def test_out_buffers_and_argument_errors(n):
     rc, out, err = run_job(n, "fetch_out.py")
     done = check_done(n, rc, out, err)

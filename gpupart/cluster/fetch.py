@@ -792,11 +792,21 @@ class FetchBatch(Operation):
         if not self.with_outs:
             sink.set_results(targets, views)
             return
+        delivered, values = [], []
         for index, target, view in zip(index_list, targets, views, strict=True):
             if sink.done(target):  # failed (status) or cancelled by the caller
                 continue
             out = outs[index]
-            sink.set_result(target, view if out is None else copy_into(out, view))
+            if out is None:
+                values.append(view)
+            elif type(out) is np.ndarray and type(view) is np.ndarray:
+                out[...] = view
+                values.append(out)
+            else:
+                values.append(copy_into(out, view))
+            delivered.append(target)
+        if delivered:
+            sink.set_results(delivered, values)
 
     def _done(self) -> None:
         if not self.finished:

@@ -31,8 +31,10 @@ class RuntimeOptions:
     progress_spin: float = 0.002
     #: Tiles of at most this many bytes are packed into a few messages per batch.
     pack_threshold: int = 64 << 10
-    #: Largest pack message.
-    pack_limit: int = 32 << 20
+    #: Largest pack message. Several packs per batch let the owner gather pack j+1 while
+    #: the consumer reads pack j (8 MiB measured best for 10,000 x 4 KiB; 32 MiB was 30%
+    #: slower).
+    pack_limit: int = 8 << 20
     #: 'cpu', 'cuda' or None (CUDA when a GPU is usable); also ``GPUPART_DEVICE``.
     device: str | None = None
     #: Bind this process to one GPU chosen by local rank (unless CUDA_VISIBLE_DEVICES narrows it).

@@ -42,6 +42,7 @@ handles = {}
 for consumer, event in events.items():
     handles[consumer] = rt.put(np.arange(1000, dtype=np.float64))
     rt.store.get(handles[consumer].tile_id).event = event
+rt.store.has_events = True  # what put() records for a tile registered with a stream
 table = rt.allgather(handles)
 rt.barrier()
 

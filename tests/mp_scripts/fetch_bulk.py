@@ -1,0 +1,129 @@
+"""Bulk batches (hundreds of tiles per owner, the vectorised path on both sides) with faults.
+
+Every rank owns 400 tiles of odd sizes (1 B to 80 KiB, so packs carry padding and some
+tiles travel alone) in six dtypes and both memory orders. Each rank then fetches, in one
+call, 300 tiles of every rank (its own included) shuffled together, with a freed tile, an
+unknown id, a forged size and duplicates mixed in; a subset goes into ``out=`` buffers.
+``get`` must raise the first error; ``fetch`` must fail exactly the bad futures and deliver
+every other tile intact, and the owners' tiles must be unchanged afterwards.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+
+import numpy as np
+from _mp import check_tile, emit, expect, raises, values
+
+import gpupart
+
+N_TILES, N_PICK = 400, 300
+DTYPES = ("uint8", "int16", "float32", "float64", "complex64", "bool")
+
+rt = gpupart.init()
+rank, size = rt.rank, rt.size
+
+
+def spec(owner: int, i: int) -> tuple[str, tuple[int, ...], str]:
+    dtype = DTYPES[(i + owner) % len(DTYPES)]
+    itemsize = np.dtype(dtype).itemsize
+    if i % 97 == 5:  # larger than the 64 KiB pack threshold: sent alone
+        count = (80 << 10) // itemsize + i % 3
+    else:
+        count = 1 + (i * 7919 + owner * 31) % (3000 // itemsize)
+    if i % 4 == 1 and count % 3 == 0:  # some 2-d tiles, half of them in F order
+        return dtype, (3, count // 3), "F" if i % 8 == 1 else "C"
+    return dtype, (count,), "C"
+
+
+def want(owner: int, i: int) -> np.ndarray:
+    dtype, shape, _ = spec(owner, i)
+    return values(owner, 7000 + i, dtype, shape)
+
+
+def tile(owner: int, i: int) -> np.ndarray:
+    arr = want(owner, i)
+    return np.asfortranarray(arr) if spec(owner, i)[2] == "F" else arr
+
+
+mine = [tile(rank, i) for i in range(N_TILES)]
+table = rt.allgather([rt.put(a) for a in mine])
+rt.barrier()
+freed_index = 17
+rt.free(table[rank][freed_index])  # every rank frees its tile 17 (the others still hold handles)
+rt.barrier()
+
+rng = np.random.default_rng(rank)
+picks = [
+    (owner, int(i))
+    for owner in range(size)
+    for i in rng.choice(N_TILES, N_PICK, replace=False)
+    if i != freed_index
+]
+picks += picks[:25]  # duplicates: the same tile twice in one call
+order = rng.permutation(len(picks))
+picks = [picks[k] for k in order]
+handles = [table[o][i] for o, i in picks]
+
+# 1. A clean bulk get, fresh buffers: contents, shapes, orders.
+got = rt.get(handles, timeout=120)
+for (owner, i), arr, h in zip(picks, got, handles, strict=True):
+    check_tile(f"tile {i} of rank {owner}", arr, want(owner, i), h.order)
+    if owner == rank:
+        expect(arr is mine[i], "an own tile is returned without a copy")
+
+# 2. The same with out= buffers for every third tile (others fresh).
+outs = [
+    (np.empty(h.shape, h.dtype, order=h.order) if k % 3 == 0 else None)
+    for k, h in enumerate(handles)
+]
+got = rt.get(handles, out=outs, timeout=120)
+for k, ((owner, i), arr) in enumerate(zip(picks, got, strict=True)):
+    check_tile(f"tile {i} of rank {owner} (out=)", arr, want(owner, i), handles[k].order)
+    if outs[k] is not None:
+        expect(arr is outs[k], "an out= tile is delivered in its out buffer")
+
+# 3. Faults mixed in: a freed tile, an unknown id and a forged size, on every owner.
+bad_at = {}
+faulty = list(handles)
+for owner in range(size):
+    victim = table[owner][(3 * owner + 11) % N_TILES]
+    forged = dataclasses.replace(victim, nbytes=victim.nbytes + 1, shape=(victim.nbytes + 1,))
+    forged = dataclasses.replace(forged, dtype="|u1")
+    unknown = dataclasses.replace(victim, tile_id=10**12 + owner)
+    for name, bad in (("freed", table[owner][freed_index]), ("unknown", unknown)):
+        at = int(rng.integers(0, len(faulty)))
+        faulty.insert(at, bad)
+        bad_at = {k + (k >= at): v for k, v in bad_at.items()}
+        bad_at[at] = (name, owner, gpupart.TileNotFoundError)
+    at = int(rng.integers(0, len(faulty)))
+    faulty.insert(at, forged)
+    bad_at = {k + (k >= at): v for k, v in bad_at.items()}
+    bad_at[at] = ("forged", owner, gpupart.FetchError)
+first = min(bad_at)
+first_name, first_owner, first_type = bad_at[first]
+err = raises(first_type, lambda: rt.get(faulty, timeout=120))
+if first_type is gpupart.TileNotFoundError:
+    expect(err.owner == first_owner, f"get raised the first error (rank {first_owner})")
+else:
+    expect("not the size its handle says" in str(err), f"forged size reported: {err}")
+
+futures = rt.fetch(faulty)
+done, pending = concurrent.futures.wait(futures, timeout=120)
+expect(not pending, f"{len(pending)} futures still pending")
+good = iter(zip(picks, handles, strict=True))
+for k, fut in enumerate(futures):
+    if k in bad_at:
+        name, owner, kind = bad_at[k]  # local bad handles fail the same way as remote ones
+        expect(isinstance(fut.exception(), kind), f"{name} handle of rank {owner}: {fut}")
+        continue
+    (owner, i), h = next(good)
+    check_tile(f"tile {i} of rank {owner} (faulty batch)", fut.result(), want(owner, i), h.order)
+
+# 4. The owners' tiles are intact after being served many times.
+for i, arr in enumerate(mine):
+    expect(np.array_equal(arr, want(rank, i)), f"own tile {i} changed")
+rt.barrier()
+emit("done", rank=rank, size=size, tiles=len(handles), faults=len(bad_at))
+rt.close()

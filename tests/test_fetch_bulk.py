@@ -1,0 +1,218 @@
+"""The vectorised pieces of a bulk fetch: planning, request checks, the pack kernel, sinks."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import mmap
+
+import numpy as np
+import pytest
+from gpupart.kernels.pack import gather_host
+
+import gpupart
+from gpupart.cluster import fetch
+from gpupart.cluster.pool import HostBufferPool
+from gpupart.cluster.results import FutureSink, ResultList, futures_sharing_condition
+
+# -- planning ---------------------------------------------------------------------------------
+
+
+def _check_plan(nbytes, eligible, limit, status, packs, offsets, lengths):
+    packs, offsets = np.asarray(packs), np.asarray(offsets)
+    largest = max([n for n, ok in zip(nbytes, eligible, strict=True) if ok], default=0)
+    assert all(length <= max(limit, largest, status) for length in lengths)
+    if status:
+        assert lengths and lengths[0] >= status
+    assert ((packs >= 0) == np.asarray(eligible, dtype=bool)).all()
+    last = (-1, 0)
+    for i in np.flatnonzero(packs >= 0).tolist():
+        p, o = int(packs[i]), int(offsets[i])
+        assert o % fetch.PACK_ALIGN == 0
+        assert o + nbytes[i] <= lengths[p]
+        assert p > 0 or o >= status  # the status leads pack 0
+        assert (p, o) >= last, "items in pack order, then offset order, without overlap"
+        last = (p, o + nbytes[i])
+    used = {int(p) for p in packs[packs >= 0]}
+    assert used | ({0} if status else set()) == set(range(len(lengths)))  # no empty packs
+
+
+@pytest.mark.parametrize("status", [0, 1, 700])
+@pytest.mark.parametrize("limit", [64, 4096, 1 << 20])
+def test_bulk_plan_keeps_every_guarantee(status, limit):
+    rng = np.random.default_rng(limit + status)
+    nbytes = rng.integers(0, 1500, size=3000)
+    eligible = (nbytes > 0) & (nbytes <= 1000)
+    packs, offsets, lengths = fetch.plan_packs_bulk(nbytes, eligible, limit, status)
+    _check_plan(nbytes.tolist(), eligible.tolist(), limit, status, packs, offsets, lengths)
+    # It round-trips through the wire format and passes the owner's checks.
+    flags = fetch.STATUS_IN_PACK if status == len(nbytes) else 0
+    raw = fetch.encode_request(
+        np.arange(1, 3001, dtype=np.uint64), nbytes, packs, offsets, lengths, 1, 2, flags
+    )
+    req = fetch.parse_request(raw)
+    assert (req.packs == packs).all() and (req.offsets == offsets).all()
+
+
+def test_bulk_plan_edges():
+    packs, offsets, lengths = fetch.plan_packs_bulk(np.array([5, 6]), np.array([False] * 2), 64)
+    assert packs.tolist() == [-1, -1] and lengths == []
+    packs, _, lengths = fetch.plan_packs_bulk(np.array([5]), np.array([False]), 64, 3)
+    assert packs.tolist() == [-1] and lengths == [3]  # the status alone in pack 0
+    # A status longer than a pack's room gets pack 0 to itself.
+    packs, offsets, lengths = fetch.plan_packs_bulk(np.full(3, 40), np.ones(3, bool), 200, 200)
+    assert packs.tolist() == [1, 2, 2] and offsets.tolist() == [0, 0, 64]
+    assert lengths == [200, 40, 104]
+    # Packs are cut every (limit - largest) bytes: below the alignment, one item per pack.
+    packs, offsets, lengths = fetch.plan_packs_bulk(np.full(3, 40), np.ones(3, bool), 100)
+    assert packs.tolist() == [0, 1, 2] and offsets.tolist() == [0, 0, 0]
+    assert lengths == [40, 40, 40]
+
+
+def test_status_sized_request_round_trips_with_status_in_pack():
+    n = 500
+    nbytes = np.full(n, 4096)
+    packs, offsets, lengths = fetch.plan_packs_bulk(nbytes, nbytes > 0, 1 << 20, n)
+    raw = fetch.encode_request(
+        np.arange(n, dtype=np.uint64), nbytes, packs, offsets, lengths, 1, 2, fetch.STATUS_IN_PACK
+    )
+    req = fetch.parse_request(raw)
+    assert req.pack_lengths == lengths and int(req.offsets[0]) >= n
+
+
+# -- request checks (both the struct and the NumPy path) ---------------------------------------
+
+
+def _layout_request(n, packs, offsets, nbytes, lengths):
+    return fetch.encode_request(list(range(1, n + 1)), nbytes, packs, offsets, lengths, 1, 2)
+
+
+@pytest.mark.parametrize("n", [3, 40])  # struct path, NumPy path
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("overlap", "without overlapping"),
+        ("backwards", "without overlapping"),
+        ("pack order", "pack order"),
+        ("past end", "does not fit"),
+        ("pack range", "names pack 5"),
+    ],
+)
+def test_layouts_the_owner_cannot_serve_are_rejected(n, case, needle):
+    nbytes = [8] * n
+    packs = [0] * n
+    offsets = [64 * i for i in range(n)]
+    lengths = [64 * n, 64]
+    if case == "overlap":
+        offsets[2] = offsets[1] + 4
+    elif case == "backwards":
+        offsets[1], offsets[2] = offsets[2], offsets[1]
+    elif case == "pack order":
+        packs[1], offsets[1] = 1, 0
+    elif case == "past end":
+        offsets[-1] = 64 * n - 4
+    else:
+        packs[-1] = 5
+    with pytest.raises(gpupart.ProtocolViolationError, match=needle):
+        fetch.parse_request(_layout_request(n, packs, offsets, nbytes, lengths))
+
+
+def test_huge_sizes_in_a_bulk_request_are_rejected():
+    n = 40
+    raw = _layout_request(n, [-1] * n, [0] * n, [8] * (n - 1) + [2**63 + 5], [])
+    with pytest.raises(gpupart.ProtocolViolationError, match="below 2\\*\\*62"):
+        fetch.parse_request(raw)
+
+
+# -- the pack kernel ---------------------------------------------------------------------------
+
+
+def test_gather_host_copies_tiles_and_zeroes_the_rest():
+    rng = np.random.default_rng(3)
+    tiles = [rng.integers(1, 255, size=int(n), dtype=np.uint8) for n in rng.integers(1, 300, 50)]
+    sizes = np.array([t.nbytes for t in tiles])
+    offsets = 100 + np.cumsum(-(-sizes // 64) * 64) - (-(-sizes // 64) * 64)
+    addresses = np.array([t.ctypes.data for t in tiles], dtype=np.uint64)
+    addresses[7] = 0  # a failed item: zeros in its room
+    pack = np.full(int(offsets[-1] + sizes[-1] + 30), 0xAB, dtype=np.uint8)
+    gather_host(pack, 100, addresses, sizes, offsets)
+    assert (pack[:100] == 0xAB).all()  # before start: untouched
+    expected = np.zeros_like(pack[100:])
+    for i, (t, o) in enumerate(zip(tiles, offsets.tolist(), strict=True)):
+        if i != 7:
+            expected[o - 100 : o - 100 + t.nbytes] = t
+    np.testing.assert_array_equal(pack[100:], expected)
+
+
+def test_gather_host_refuses_ranges_outside_the_pack():
+    tile = np.ones(10, dtype=np.uint8)
+    pack = np.zeros(64, dtype=np.uint8)
+    address = np.array([tile.ctypes.data], dtype=np.uint64)
+    with pytest.raises(ValueError, match="offsets"):
+        gather_host(pack, 0, address, np.array([10]), np.array([60]))
+    with pytest.raises(ValueError, match="offsets"):
+        gather_host(pack, 8, address, np.array([10]), np.array([4]))
+    with pytest.raises(ValueError, match="pack"):
+        gather_host(pack.view(np.int64), 0, address, np.array([1]), np.array([0]))
+    with pytest.raises(ValueError, match="sizes, offsets"):
+        gather_host(pack, 0, address, np.array([1, 2]), np.array([0]))
+
+
+# -- sinks -------------------------------------------------------------------------------------
+
+
+def test_future_sink_completes_many_futures_like_set_result():
+    futures = futures_sharing_condition(6)
+    calls = []
+    futures[1].add_done_callback(lambda f: calls.append(f.result()))
+    assert futures[2].cancel()
+    futures[3].set_exception(gpupart.TileNotFoundError(0, 3))
+    sink = FutureSink(futures)
+    waiting = concurrent.futures.as_completed(futures[:2] + futures[4:], timeout=5)
+    sink.set_results([0, 1, 2, 3, 4, 5], ["a", "b", "c", "d", "e", "f"])
+    assert sorted(f.result() for f in waiting) == ["a", "b", "e", "f"]
+    assert calls == ["b"]  # callbacks run, once
+    assert futures[2].cancelled() and isinstance(futures[3].exception(), LookupError)
+    sink.fail_pending(range(6), RuntimeError("late"))  # nothing pending is left: no effect
+    assert [f.result() for f in (futures[0], futures[5])] == ["a", "f"]
+
+
+def test_result_list_takes_runs_and_scattered_indices_and_raises_the_first_error():
+    results = ResultList(6)
+    results.set_results([1, 2, 3], ["b", "c", "d"])
+    results.set_results([5, 0], ["f", "a"])
+    assert results.result() == ["a", "b", "c", "d", None, "f"]
+    results.set_exception(4, KeyError("4"))
+    results.fail_pending(range(6), KeyError("late"))
+    results.set_exception(2, KeyError("2"))
+    with pytest.raises(KeyError, match="2"):
+        results.result()
+    assert results.done(4) and results.done(0)
+
+
+# -- pack buffers ------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(mmap, "MADV_HUGEPAGE"), reason="no MADV_HUGEPAGE here")
+def test_large_pack_buffers_are_huge_page_aligned_and_reused():
+    pool = HostBufferPool()
+    a = pool.acquire(3 << 20)
+    assert a.ctypes.data % (2 << 20) == 0 and a.shape == (3 << 20,)
+    a[:] = 7
+    pool.release(a)
+    b = pool.acquire(4 << 20)  # same 4 MiB class
+    assert np.shares_memory(a, b)
+    pool.forget(b)  # e.g. its send failed: never lent again
+    pool.release(b)
+    assert not np.shares_memory(pool.acquire(4 << 20), b)
+
+
+def test_pack_views_with_a_known_layout():
+    handles = [gpupart.Handle(0, i, "<f8", (2, 3), 48, gpupart.Location.parse(0)) for i in range(5)]
+    pack = np.arange(5 * 64, dtype=np.uint8)
+    offsets = np.arange(5) * 64
+    views = fetch._pack_views(pack, [1, 2, 4], handles, offsets, alike=True)
+    for view, i in zip(views, [1, 2, 4], strict=True):
+        assert view.shape == (2, 3) and np.shares_memory(view, pack)
+        np.testing.assert_array_equal(view.view(np.uint8).ravel(), pack[64 * i : 64 * i + 48])
+    assert list(itertools.starmap(np.array_equal, zip(views, views, strict=True)))
