@@ -40,6 +40,8 @@ class ProgressingFuture(Future):
 
     def result(self, timeout: float | None = None) -> Any:
         """Return the tile, progressing while it is not there yet."""
+        if self._state == FINISHED and self._exception is None:
+            return self._result  # a terminal state: no need for the condition's lock
         if self._help is not None and not self.done():
             self._help(self, timeout)
             timeout = None if timeout is None else 0.0  # the help already waited that long
