@@ -1,13 +1,16 @@
 """Consumer-scheduled tile fetch: request/response over UCX tags, payloads never pickled.
 
 The consumer decides what to fetch and when. For each owner it sends one *request* naming a
-batch of tiles, after posting a receive for every reply straight into its destination
-(the caller's ``out`` or a new buffer on the consumer's device), so nothing it asked for
-arrives unexpected and no reply needs a probe. The owner's progress thread answers with a
-*status* message (one byte per tile) and then sends each tile from the tile's own memory
-once the tile's ready event has completed: large tiles one message each, zero-copy; small
-tiles (``<= pack_threshold`` bytes) gathered into *packs* so that thousands of small tiles
-cost a few messages and a few vectorised copies, not thousands of per-message Python steps.
+batch of tiles, then posts a receive for every reply straight into its destination (the
+caller's ``out`` or a new buffer on the consumer's device). Posting after sending takes the
+posts off the round trip; a reply that still wins the race waits in UCX's unexpected queue
+(a small one is copied once, a large one's rendezvous simply starts at the post), and no
+reply ever needs a probe: replies use a tag kind the progress engine does not probe for.
+The owner's progress thread answers with a *status* message (one byte per tile) and then
+sends each tile from the tile's own memory once the tile's ready event has completed: large
+tiles one message each, zero-copy; small tiles (``<= pack_threshold`` bytes) gathered into
+*packs* so that thousands of small tiles cost a few messages and a few vectorised copies,
+not thousands of per-message Python steps.
 
 Wire format (little-endian), tags from :mod:`gpupart.cluster.tags`:
 
@@ -672,37 +675,8 @@ class FetchBatch(Operation):
         return index if self.where is None else int(self.where[index])
 
     def post(self, transport: UCXTransport, me: int, item_seq0: int, pack_seq0: int) -> None:
-        """Post every receive, then the request (so no reply can arrive unexpected)."""
+        """Send the request, then post a receive for every reply (see the module docstring)."""
         owner = self.peer
-        if self.status_in_pack:  # the status leads pack 0 (a host buffer): no message of its own
-            self.status = self.packs[0][: len(self.handles)]
-        else:
-            self.status = np.empty(len(self.handles), dtype=np.uint8)
-            self._status_request = transport.recv(
-                make_tag(Kind.DATA, owner, self.batch), self.status
-            )
-        for item in self._alone:
-            if item.target.shape[0]:
-                item.request = transport.recv(
-                    make_tag(Kind.DATA, owner, item_seq0 + item.index), item.target
-                )
-        for j, buf in enumerate(self.packs):
-            self._pack_requests.append(
-                transport.recv(make_tag(Kind.DATA, owner, pack_seq0 + j), buf)
-            )
-        if self.status_in_pack:
-            self._status_request = self._pack_requests[0]
-        if isinstance(self.pack_of, np.ndarray):  # large batches: vectorised bookkeeping
-            # Packed items come in pack order: pack j's are a run of the packed ones.
-            packed = np.flatnonzero(self.pack_of >= 0)
-            bounds = np.searchsorted(self.pack_of[packed], np.arange(len(self.packs) + 1))
-            self._pack_members = np.split(packed, bounds[1:-1])
-        elif self.packs:
-            members: list[list[int]] = [[] for _ in self.packs]
-            for i, pack in enumerate(self.pack_of):
-                if pack >= 0:
-                    members[pack].append(i)
-            self._pack_members = members
         self._request_bytes = encode_request(
             self.tile_ids,
             self.nbytes,
@@ -716,6 +690,35 @@ class FetchBatch(Operation):
         self._send = transport.send(
             owner, make_tag(Kind.REQUEST, me, self.batch), self._request_bytes
         )
+        if self.status_in_pack:  # the status leads pack 0 (a host buffer): no message of its own
+            self.status = self.packs[0][: len(self.handles)]
+        else:
+            self.status = np.empty(len(self.handles), dtype=np.uint8)
+            self._status_request = transport.recv(
+                make_tag(Kind.DATA, owner, self.batch), self.status
+            )
+        for j, buf in enumerate(self.packs):
+            self._pack_requests.append(
+                transport.recv(make_tag(Kind.DATA, owner, pack_seq0 + j), buf)
+            )
+        for item in self._alone:
+            if item.target.shape[0]:
+                item.request = transport.recv(
+                    make_tag(Kind.DATA, owner, item_seq0 + item.index), item.target
+                )
+        if self.status_in_pack:
+            self._status_request = self._pack_requests[0]
+        if isinstance(self.pack_of, np.ndarray):  # large batches: vectorised bookkeeping
+            # Packed items come in pack order: pack j's are a run of the packed ones.
+            packed = np.flatnonzero(self.pack_of >= 0)
+            bounds = np.searchsorted(self.pack_of[packed], np.arange(len(self.packs) + 1))
+            self._pack_members = np.split(packed, bounds[1:-1])
+        elif self.packs:
+            members: list[list[int]] = [[] for _ in self.packs]
+            for i, pack in enumerate(self.pack_of):
+                if pack >= 0:
+                    members[pack].append(i)
+            self._pack_members = members
 
     def on_rejection(self, payload: np.ndarray) -> None:
         """Record that the owner could not parse the request (on a progressing thread)."""

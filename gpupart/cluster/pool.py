@@ -46,7 +46,7 @@ class HostBufferPool:
     def __init__(self, capacity: int = 256 << 20) -> None:
         self.capacity = capacity
         self._free: dict[int, list[np.ndarray]] = {}
-        self._lent: dict[int, np.ndarray] = {}  # address -> whole buffer, while lent out
+        self._lent: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id -> (view, whole)
         self._kept = 0
         self._lock = threading.Lock()
 
@@ -66,16 +66,18 @@ class HostBufferPool:
                 whole = None
         if whole is None:
             whole = _host_empty(size)
-        with self._lock:
-            self._lent[whole.ctypes.data] = whole
-        return whole[:nbytes]
+        view = whole[:nbytes]
+        with self._lock:  # keyed by the view's identity: the entry keeps the view alive
+            self._lent[id(view)] = (view, whole)
+        return view
 
     def release(self, buffer: np.ndarray) -> None:
         """Give back a buffer from :meth:`acquire`; it is kept if the pool has room."""
         with self._lock:
-            whole = self._lent.pop(buffer.ctypes.data, None)
-            if whole is None:
+            lent = self._lent.pop(id(buffer), None)
+            if lent is None:
                 return  # not one of ours
+            whole = lent[1]
             size = whole.shape[0]
             if self._kept + size > self.capacity:
                 return
@@ -85,10 +87,11 @@ class HostBufferPool:
     def forget(self, buffer: np.ndarray) -> None:
         """Never reuse a lent buffer (UCX may still touch it after a failed send)."""
         with self._lock:
-            self._lent.pop(buffer.ctypes.data, None)
+            self._lent.pop(id(buffer), None)
 
     def clear(self) -> None:
-        """Drop every cached buffer."""
+        """Drop every cached buffer (and forget the lent ones)."""
         with self._lock:
             self._free.clear()
+            self._lent.clear()
             self._kept = 0

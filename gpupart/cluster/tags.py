@@ -2,10 +2,10 @@
 
 ``kind:4 | sender rank:24 | sequence:36``. The *kind* says which protocol the message
 belongs to (kinds with the top bit set arrive unannounced and are found with one probe of
-:data:`UNEXPECTED_MASK`; the others land in receives posted in advance), the *sender* lets
-a worker-level receive tell peers apart, and the *sequence* is chosen by whoever expects
-the message (a consumer's fetch batch, a collective's number), so every (kind, sender,
-sequence) triple in flight is unique.
+:data:`UNEXPECTED_MASK`; the others land in receives posted for them, possibly after they
+arrive: UCX holds them until then), the *sender* lets a worker-level receive tell peers
+apart, and the *sequence* is chosen by whoever expects the message (a consumer's fetch
+batch, a collective's number), so every (kind, sender, sequence) triple in flight is unique.
 """
 
 from __future__ import annotations
