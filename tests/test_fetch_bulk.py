@@ -80,6 +80,20 @@ def test_status_sized_request_round_trips_with_status_in_pack():
     assert req.pack_lengths == lengths and int(req.offsets[0]) >= n
 
 
+def test_bulk_calls_are_cut_into_requests_by_bytes_and_count():
+    from gpupart.cluster.runtime import _chunk_bounds
+
+    assert _chunk_bounds(np.full(10, 100), 250, 1000) == [0, 3, 5, 8, 10]
+    assert _chunk_bounds(np.full(10, 1), 1 << 20, 4) == [0, 4, 8, 10]
+    assert _chunk_bounds(np.array([5, 500, 5, 5]), 100, 10) == [0, 2, 4]  # cut after crossing
+    sizes = np.random.default_rng(1).integers(0, 5000, 3000)
+    bounds = _chunk_bounds(sizes, 20_000, 100)
+    assert bounds[0] == 0 and bounds[-1] == 3000
+    for lo, hi in itertools.pairwise(bounds):
+        assert 0 < hi - lo <= 100
+        assert sizes[lo:hi].sum() <= 20_000 + 5000  # one tile may cross the cut
+
+
 # -- request checks (both the struct and the NumPy path) ---------------------------------------
 
 

@@ -121,7 +121,19 @@ for k, fut in enumerate(futures):
     (owner, i), h = next(good)
     check_tile(f"tile {i} of rank {owner} (faulty batch)", fut.result(), want(owner, i), h.order)
 
-# 4. The owners' tiles are intact after being served many times.
+# 4. More tiles than one request carries (4,096): the call is cut into several requests.
+many = [np.full(3, rank * 100_000 + i, dtype=np.int32) for i in range(5000)]
+many_table = rt.allgather([rt.put(a) for a in many])
+right = (rank + 1) % size
+got = rt.get(many_table[right] + many_table[rank][:10], timeout=120)
+for i, arr in enumerate(got[:5000]):
+    expect(arr.tolist() == [right * 100_000 + i] * 3, f"chunked tile {i} of rank {right}")
+expect(all(a is b for a, b in zip(got[5000:], many[:10], strict=True)), "own tiles, no copy")
+futures = rt.fetch(many_table[right])
+concurrent.futures.wait(futures, timeout=120)
+expect(all(f.result()[0] == right * 100_000 + i for i, f in enumerate(futures)), "chunked fetch")
+
+# 5. The owners' tiles are intact after being served many times.
 for i, arr in enumerate(mine):
     expect(np.array_equal(arr, want(rank, i)), f"own tile {i} changed")
 rt.barrier()
