@@ -116,10 +116,14 @@ class _Helping:
         self._engine = engine
 
     def __enter__(self) -> None:
-        self._engine._helpers += 1
+        engine = self._engine
+        with engine._lock:  # callers on several threads: no lost updates
+            engine._helpers += 1
 
     def __exit__(self, *exc: object) -> None:
-        self._engine._helpers -= 1
+        engine = self._engine
+        with engine._lock:
+            engine._helpers -= 1
 
 
 class ProgressEngine:
@@ -295,26 +299,33 @@ class ProgressEngine:
         Raises :class:`~gpupart.CommTimeoutError` at ``deadline`` (a ``time.monotonic()``).
         """
         last_active = time.monotonic()
+        self._check_running()
         with self.helping():
             while not done():
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     raise CommTimeoutError(what, timeout)
-                if not self._thread.is_alive():
-                    if self._error is not None:
-                        raise self._error
-                    raise PeerLostError(self.rank, "this rank's runtime was closed")
                 if self._pump_lock.acquire(blocking=False):
                     try:
                         if self.pump():
-                            last_active = time.monotonic()
-                        elif time.monotonic() - last_active > self._spin:
+                            last_active = now
+                        elif now - last_active > self._spin:
                             # Nothing moving: sleep on UCX's event fd instead of burning a
                             # core other ranks on this host may need.
+                            self._check_running()
                             self.transport.wait(self._busy_wait)
                     finally:
                         self._pump_lock.release()
                 else:
+                    self._check_running()
                     time.sleep(0)
+
+    def _check_running(self) -> None:
+        """Raise if the progress thread has stopped (closed, or died with an error)."""
+        if not self._thread.is_alive():
+            if self._error is not None:
+                raise self._error
+            raise PeerLostError(self.rank, "this rank's runtime was closed")
 
     def _receive_unexpected(self) -> bool:
         did = False

@@ -341,12 +341,12 @@ class Runtime:
         else:
             with engine.helping():  # this thread progresses: no hand-off to the engine thread
                 ops = self._start_fetch(handles, outs, owners, results)
-                engine.help_until(
-                    lambda: all(op.finished for op in ops),
-                    deadline,
-                    "get: waiting for tiles",
-                    limit,
-                )
+                if len(ops) == 1:
+                    (op,) = ops
+                    done = lambda: op.finished  # noqa: E731 (the hot single-owner case)
+                else:
+                    done = lambda: all(op.finished for op in ops)  # noqa: E731
+                engine.help_until(done, deadline, "get: waiting for tiles", limit)
         values = results.result()
         return values[0] if single else values
 
