@@ -83,7 +83,7 @@ def test_status_sized_request_round_trips_with_status_in_pack():
 def test_bulk_calls_are_cut_into_requests_by_bytes_and_count():
     from gpupart.cluster.runtime import _chunk_bounds
 
-    assert _chunk_bounds(np.full(10, 100), 250, 1000) == [0, 3, 5, 8, 10]
+    assert _chunk_bounds(np.full(10, 100), 250, 1000) == [0, 3, 6, 9, 10]
     assert _chunk_bounds(np.full(10, 1), 1 << 20, 4) == [0, 4, 8, 10]
     assert _chunk_bounds(np.array([5, 500, 5, 5]), 100, 10) == [0, 2, 4]  # cut after crossing
     sizes = np.random.default_rng(1).integers(0, 5000, 3000)
@@ -205,6 +205,37 @@ def test_result_list_takes_runs_and_scattered_indices_and_raises_the_first_error
 
 
 # -- pack buffers ------------------------------------------------------------------------------
+
+
+def test_leased_buffers_return_to_the_pool_with_their_last_view():
+    pool = HostBufferPool(capacity=1 << 20)
+    lease = pool.lease(100_000)
+    assert lease.shape == (100_000,) and lease.flags.writeable
+    address = lease.ctypes.data
+    view = lease[64:128].view(np.float64)
+    del lease
+    assert pool.lease(100_000).ctypes.data != address  # a view still holds it
+    del view
+    again = pool.lease(70_000)  # same 128 KiB class: the memory came back
+    assert again.ctypes.data == address
+    pool.clear()
+
+
+def test_spans_one_range_only_for_back_to_back_tiles():
+    block = np.zeros(4 * 128, dtype=np.uint8)
+    base = block.ctypes.data
+    addresses = np.array([base, base + 128, base + 256], dtype=np.uint64)
+    offsets = np.array([0, 128, 256])
+    sizes = np.full(3, 128)
+    assert fetch._spans_one_range(addresses, offsets, sizes, 384)
+    assert not fetch._spans_one_range(addresses, offsets, sizes, 400)  # padding at the end
+    assert not fetch._spans_one_range(addresses[::-1].copy(), offsets, sizes, 384)
+    assert not fetch._spans_one_range(addresses, offsets, np.array([100, 128, 128]), 384)
+    failed = addresses.copy()
+    failed[1] = 0
+    assert not fetch._spans_one_range(failed, offsets, sizes, 384)
+    view = np.asarray(fetch._HostRange(addresses, 384))
+    assert view.ctypes.data == base and view.shape == (384,) and not view.flags.writeable
 
 
 @pytest.mark.skipif(not hasattr(mmap, "MADV_HUGEPAGE"), reason="no MADV_HUGEPAGE here")

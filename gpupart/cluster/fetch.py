@@ -297,6 +297,29 @@ _ADDRESS = operator.attrgetter("address")
 _ZERO_RUNS = [_ZEROS[:n] for n in range(PACK_ALIGN + 1)]
 
 
+class _HostRange:
+    """Borrowed host memory as an array interface (the tiles that span it own it)."""
+
+    __slots__ = ("__array_interface__",)
+
+    def __init__(self, addresses: np.ndarray, length: int) -> None:
+        data = (int(addresses[0]), True)  # read-only: it is the owner's tiles
+        self.__array_interface__ = {"data": data, "shape": (length,), "typestr": "|u1"}
+        self.__array_interface__["version"] = 3
+
+
+def _spans_one_range(
+    addresses: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, length: int
+) -> bool:
+    """Whether tile ``i`` is at ``addresses[0] + offsets[i]`` for all, with no byte between."""
+    if not len(addresses) or offsets[0] != 0 or int(offsets[-1] + sizes[-1]) != length:
+        return False
+    if not addresses.all():  # a failed item (address 0) needs zeros: gather
+        return False
+    shift = addresses.view(np.int64) - offsets
+    return bool((shift == shift[0]).all() and (offsets[1:] == offsets[:-1] + sizes[:-1]).all())
+
+
 def _zero_run(n: int) -> np.ndarray:
     """``n`` zero host bytes (a shared view for alignment-sized runs)."""
     return _ZERO_RUNS[n] if n <= PACK_ALIGN else np.zeros(n, dtype=np.uint8)
@@ -473,6 +496,12 @@ class _ServeBatch(Operation):
     ) -> None:
         length = self.request.pack_lengths[pack]
         if not length:
+            return
+        if head is None and _spans_one_range(addresses, offsets, sizes, length):
+            # The pack's tiles lie back to back in this process's memory exactly as the pack
+            # lays them out (tiles cut from one array, asked for in order): send that memory
+            # as it is, no copy. self.tiles keeps it alive until the send completes.
+            self._send(self.request.pack_seq0 + pack, np.asarray(_HostRange(addresses, length)))
             return
         buffer = self.server.pool.acquire(length)
         self.pooled.append(buffer)

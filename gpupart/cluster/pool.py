@@ -1,9 +1,11 @@
-"""A small cache of host staging buffers, so packs do not page-fault on every transfer.
+"""A small cache of host buffers, so transfers do not page-fault on every use.
 
 Fresh host memory costs a page fault per 4 KiB page on first touch (measured ~4 us each on
-the development VM, i.e. 40 ms for a 40 MiB pack, more than the transfer itself). Packs are
-internal buffers with a known lifetime, so they are taken from and returned to this pool.
-Device memory needs no such pool: CuPy's memory pool already caches allocations.
+the development VM, i.e. 40 ms for a 40 MiB pack, more than the transfer itself). Owners
+take pack buffers with :meth:`HostBufferPool.acquire` and give them back once sent.
+Consumers receive into :meth:`HostBufferPool.lease` buffers: the arrays handed to the caller
+are views of one, and it returns to the pool by itself when the last of them is gone (as
+CuPy's and RMM's pools do for device memory, which needs no pool of ours).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import threading
 import numpy as np
 
 __all__ = ["HostBufferPool"]
+
+_PAGE = 4096
 
 _MIN_CLASS = 1 << 16
 
@@ -40,6 +44,25 @@ def _host_empty(nbytes: int) -> np.ndarray:
     return raw[start : start + nbytes]
 
 
+class _Lease:
+    """The base object of a leased buffer: gives its memory back when garbage collected."""
+
+    __slots__ = ("__array_interface__", "_pool", "_whole")
+
+    def __init__(self, pool: HostBufferPool, whole: np.ndarray, nbytes: int) -> None:
+        self._pool = pool
+        self._whole = whole
+        self.__array_interface__ = {
+            "data": (whole.ctypes.data, False),
+            "shape": (nbytes,),
+            "typestr": "|u1",
+            "version": 3,
+        }
+
+    def __del__(self) -> None:
+        self._pool._give_back(self._whole)
+
+
 class HostBufferPool:
     """Power-of-two size classes of ``uint8`` host buffers, at most ``capacity`` bytes kept."""
 
@@ -48,7 +71,9 @@ class HostBufferPool:
         self._free: dict[int, list[np.ndarray]] = {}
         self._lent: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id -> (view, whole)
         self._kept = 0
-        self._lock = threading.Lock()
+        # Re-entrant: a lease collected by the garbage collector while this thread holds
+        # the lock gives its memory back from inside it.
+        self._lock = threading.RLock()
 
     @staticmethod
     def _size_class(nbytes: int) -> int:
@@ -79,6 +104,33 @@ class HostBufferPool:
                 return  # not one of ours
             whole = lent[1]
             size = whole.shape[0]
+            if self._kept + size > self.capacity:
+                return
+            self._free.setdefault(size, []).append(whole)
+            self._kept += size
+
+    def lease(self, nbytes: int) -> np.ndarray:
+        """Return a ``uint8`` array of ``nbytes`` that goes back to the pool when unreferenced.
+
+        Views of it (tiles handed to the caller) keep it alive; when the last one is
+        garbage, the memory is kept for the next lease (if the pool has room).
+        """
+        size = self._size_class(nbytes)
+        with self._lock:
+            free = self._free.get(size)
+            if free:
+                self._kept -= size
+                whole = free.pop()
+            else:
+                whole = None
+        if whole is None:
+            whole = _host_empty(size)
+            whole[::_PAGE] = 0  # fault the pages in now, not inside the transfer
+        return np.asarray(_Lease(self, whole, nbytes))
+
+    def _give_back(self, whole: np.ndarray) -> None:
+        size = whole.shape[0]
+        with self._lock:
             if self._kept + size > self.capacity:
                 return
             self._free.setdefault(size, []).append(whole)

@@ -133,7 +133,35 @@ futures = rt.fetch(many_table[right])
 concurrent.futures.wait(futures, timeout=120)
 expect(all(f.result()[0] == right * 100_000 + i for i, f in enumerate(futures)), "chunked fetch")
 
-# 5. The owners' tiles are intact after being served many times.
+# 5. Tiles cut from one array (back to back in the owner's memory): asked for in order, a
+# pack is that memory sent as it is; in reverse order, or with a freed tile among them, the
+# owner gathers. Every way must deliver the same bytes.
+block = values(rank, 99, "float64", (3000, 64))  # 3,000 rows of 512 B
+rows = [rt.put(block[i]) for i in range(3000)]
+rows_table = rt.allgather(rows)
+rt.barrier()
+rt.free(rows_table[rank][1500])
+rt.barrier()
+want_rows = values(right, 99, "float64", (3000, 64))
+got = rt.get(rows_table[right][:1500], timeout=120)  # back to back: sent without a copy
+for k, arr in enumerate(got):
+    expect(np.array_equal(arr, want_rows[k]), f"row {k} of rank {right} (one range)")
+in_order = [h for k, h in enumerate(rows_table[right]) if k != 1500]  # a gap: gathered
+got = rt.get(in_order, timeout=120)
+for k, arr in zip([k for k in range(3000) if k != 1500], got, strict=True):
+    expect(np.array_equal(arr, want_rows[k]), f"row {k} of rank {right} (in order)")
+got = rt.get(in_order[::-1], timeout=120)
+for k, arr in zip([k for k in range(3000) if k != 1500][::-1], got, strict=True):
+    expect(np.array_equal(arr, want_rows[k]), f"row {k} of rank {right} (reversed)")
+futures = rt.fetch(rows_table[right])
+concurrent.futures.wait(futures, timeout=120)
+expect(isinstance(futures[1500].exception(), gpupart.TileNotFoundError), "freed row fails")
+for k, fut in enumerate(futures):
+    if k != 1500:
+        expect(np.array_equal(fut.result(), want_rows[k]), f"row {k} (freed one among them)")
+expect(np.array_equal(block, values(rank, 99, "float64", (3000, 64))), "own rows intact")
+
+# 6. The owners' tiles are intact after being served many times.
 for i, arr in enumerate(mine):
     expect(np.array_equal(arr, want(rank, i)), f"own tile {i} changed")
 rt.barrier()
