@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
-import mmap
 
 import numpy as np
 import pytest
@@ -207,20 +206,6 @@ def test_result_list_takes_runs_and_scattered_indices_and_raises_the_first_error
 # -- pack buffers ------------------------------------------------------------------------------
 
 
-def test_leased_buffers_return_to_the_pool_with_their_last_view():
-    pool = HostBufferPool(capacity=1 << 20)
-    lease = pool.lease(100_000)
-    assert lease.shape == (100_000,) and lease.flags.writeable
-    address = lease.ctypes.data
-    view = lease[64:128].view(np.float64)
-    del lease
-    assert pool.lease(100_000).ctypes.data != address  # a view still holds it
-    del view
-    again = pool.lease(70_000)  # same 128 KiB class: the memory came back
-    assert again.ctypes.data == address
-    pool.clear()
-
-
 def test_spans_one_range_only_for_back_to_back_tiles():
     block = np.zeros(4 * 128, dtype=np.uint8)
     base = block.ctypes.data
@@ -238,16 +223,13 @@ def test_spans_one_range_only_for_back_to_back_tiles():
     assert view.ctypes.data == base and view.shape == (384,) and not view.flags.writeable
 
 
-@pytest.mark.skipif(not hasattr(mmap, "MADV_HUGEPAGE"), reason="no MADV_HUGEPAGE here")
-def test_large_pack_buffers_are_huge_page_aligned_and_reused():
+def test_forgotten_pack_buffers_are_never_lent_again():
     pool = HostBufferPool()
     a = pool.acquire(3 << 20)
-    assert a.ctypes.data % (2 << 20) == 0 and a.shape == (3 << 20,)
-    a[:] = 7
     pool.release(a)
     b = pool.acquire(4 << 20)  # same 4 MiB class
     assert np.shares_memory(a, b)
-    pool.forget(b)  # e.g. its send failed: never lent again
+    pool.forget(b)  # e.g. its send failed: UCX may still touch it
     pool.release(b)
     assert not np.shares_memory(pool.acquire(4 << 20), b)
 
@@ -260,4 +242,4 @@ def test_pack_views_with_a_known_layout():
     for view, i in zip(views, [1, 2, 4], strict=True):
         assert view.shape == (2, 3) and np.shares_memory(view, pack)
         np.testing.assert_array_equal(view.view(np.uint8).ravel(), pack[64 * i : 64 * i + 48])
-    assert list(itertools.starmap(np.array_equal, zip(views, views, strict=True)))
+    assert all(view.dtype == np.float64 for view in views)

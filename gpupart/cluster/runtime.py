@@ -33,7 +33,6 @@ from gpupart.cluster.fetch import (
     plan_packs_bulk,
 )
 from gpupart.cluster.options import RuntimeOptions
-from gpupart.cluster.pool import HostBufferPool
 from gpupart.cluster.results import FutureSink, ResultList, futures_sharing_condition
 from gpupart.cluster.tags import MAX_RANKS, Kind
 from gpupart.cluster.tiles import Handle, Tile, TileStore, byte_view, copy_into
@@ -103,8 +102,6 @@ class Runtime:
         )
         self.backend.use()  # the CUDA context exists before UCX starts
         self.store = TileStore(self.rank)
-        #: Host memory fetched tiles land in (see HostBufferPool.lease).
-        self._recv_pool = HostBufferPool()
         self.location = Location(
             ip=topo.primary_ip,
             pid=os.getpid(),
@@ -545,18 +542,11 @@ class Runtime:
                 nbytes, eligible_list, opts.pack_limit, status_bytes
             )
             unpacked = [i for i, packed in enumerate(eligible_list) if not packed]
-        host = not self.backend.is_gpu
-        if host:  # pooled, already-mapped memory that returns to the pool with the last tile
-            packs = [self._recv_pool.lease(length) for length in lengths]
-        else:
-            packs = [self.backend.empty((length,), np.uint8) for length in lengths]
+        packs = [self.backend.empty((length,), np.uint8) for length in lengths]
         alone = []
         for i in unpacked:
             h, result = handles[i], outs[i]
-            if result is None and host and h.nbytes:
-                flat = self._recv_pool.lease(h.nbytes).view(h.dtype)
-                result = flat.reshape(h.shape, order=h.order)
-            elif result is None:
+            if result is None:
                 result = self.backend.empty(h.shape, np.dtype(h.dtype), h.order)
             alone.append(AloneItem(i, result, byte_view(result)))
         batch = self._reserve(1 + n + len(packs))
@@ -651,7 +641,6 @@ class Runtime:
             if self._transport is not None:
                 self._transport.close()
             self.store.clear()
-            self._recv_pool.clear()
             if self._coordinator is not None:
                 self._coordinator.wait_all_left(opts.close_timeout)
                 self._coordinator.close()
