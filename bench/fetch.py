@@ -26,8 +26,9 @@ Other processes on a small machine distort every number, so the CPU time they ta
 measured (per size for gpupart, per part for the peers); contended measurements are
 repeated and the least contended one is kept and reported with its share.
 
-Prints tables, writes ``DIR/fetch-<tls>[-<env>][-nohuge][-quick].json`` (machine, versions,
-environment, every raw number, the summary) and a ``.png`` beside it (bandwidth and latency
+Prints tables, writes ``DIR/fetch-<tls>[-<env>][-nohuge][-quick][-partial].json``
+(machine, versions, environment, every raw number, the summary; ``-partial`` when
+``--sizes`` or ``--peers`` narrowed the run) and a ``.png`` beside it (bandwidth and latency
 against tile size for gpupart and every peer).
 """
 
@@ -55,6 +56,7 @@ QUICK_SIZES = "8,4K,64K,1M,16M"
 SMALL_LIMIT = 64 * KiB  # the latency target is about tiles up to gpupart's pack threshold
 BW_TARGET_FROM = 1 * MiB
 BW_RATIO, LAT_FACTOR, LAT_SLACK = 0.8, 2.0, 50e-6
+DEFAULT_PEERS = "gpupart,perftest,mpi,nixl"
 BOUND_RATIO = 0.5  # "bandwidth-bound": batched >= this x one-tile bandwidth
 OWNER, CONSUMER = 1, 0
 BUSY_WARN = 0.1  # warn when other processes kept this share of the CPUs busy during a part
@@ -713,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--peers",
-        default="gpupart,perftest,mpi,nixl",
+        default=DEFAULT_PEERS,
         help="which to run (comma-separated subset of gpupart,perftest,mpi,nixl)",
     )
     parser.add_argument(
@@ -860,6 +862,7 @@ def main(argv: list[str] | None = None) -> int:
         + [f"{k.removeprefix('UCX_').lower()}{v}" for k, v in sorted(extra.items())]
         + (["nohuge"] if args.no_hugepages else [])
         + (["quick"] if args.quick else [])
+        + (["partial"] if args.sizes or args.peers != DEFAULT_PEERS else [])  # keep full runs
     )
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1))
     print_report(report, markdown=args.markdown)
