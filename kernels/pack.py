@@ -4,7 +4,8 @@ An owner answering a request for thousands of small tiles copies them into a few
 (see :mod:`gpupart.cluster.fetch`). ``numpy.concatenate`` spends ~0.2 µs of bookkeeping per
 piece; this loop is a ``memcpy`` per tile and a ``memset`` per padding run, with the GIL
 released. It works on raw addresses, so the caller keeps every tile alive while it runs
-and passes only ranges it has checked. Compiled on first use (and cached by numba).
+and passes only ranges it has checked. Compiled on first use and cached on disk by numba
+(the loop lives in ``_pack_host``, imported only then).
 """
 
 from __future__ import annotations
@@ -17,46 +18,8 @@ import numpy as np
 __all__ = ["gather_host"]
 
 
-@functools.cache
 def _compiled() -> Callable[..., None]:
-    import numba
-    from llvmlite import ir
-    from numba import types
-    from numba.core import cgutils
-    from numba.extending import intrinsic
-
-    byte_ptr = ir.IntType(8).as_pointer()
-
-    @intrinsic
-    def copy_bytes(typingctx, dst, src, n):
-        def codegen(context, builder, signature, args):
-            d, s = (builder.inttoptr(a, byte_ptr) for a in args[:2])
-            cgutils.raw_memcpy(builder, d, s, args[2], 1)
-            return context.get_dummy_value()
-
-        return types.void(types.uint64, types.uint64, types.uint64), codegen
-
-    @intrinsic
-    def zero_bytes(typingctx, dst, n):
-        def codegen(context, builder, signature, args):
-            cgutils.memset(builder, builder.inttoptr(args[0], byte_ptr), args[1], 0)
-            return context.get_dummy_value()
-
-        return types.void(types.uint64, types.uint64), codegen
-
-    @numba.njit(nogil=True, cache=True)
-    def gather(dst, length, cursor, addresses, sizes, offsets):  # pragma: no cover (compiled)
-        for i in range(addresses.shape[0]):
-            offset = offsets[i]
-            if offset > cursor:
-                zero_bytes(dst + cursor, offset - cursor)
-            if addresses[i]:
-                copy_bytes(dst + offset, addresses[i], sizes[i])
-            else:
-                zero_bytes(dst + offset, sizes[i])
-            cursor = offset + sizes[i]
-        if length > cursor:
-            zero_bytes(dst + cursor, length - cursor)
+    from gpupart.kernels._pack_host import gather  # imports numba: only when first needed
 
     return gather
 
