@@ -568,6 +568,23 @@ def test_coordinator_reports_a_lost_rank_and_a_clean_leave(job):
     assert not [e for e in heard[0].items if e[0] not in (1, 2, COORDINATOR_RANK)]
 
 
+def test_leave_waits_until_every_rank_has_left_or_is_lost(job):
+    clients = {r: job["client"](r) for r in range(3)}
+    assert all(isinstance(t, list) for t in join_in_threads(clients).values())
+    for made in clients.values():
+        made.watch(lambda rank, reason: None)
+    assert not clients[0].leave(0.3)  # ranks 1 and 2 are still working: times out
+    left = {}
+    waiter = threading.Thread(target=lambda: left.setdefault(2, clients[2].leave(WAIT)))
+    waiter.start()
+    time.sleep(0.2)
+    assert waiter.is_alive()  # rank 1 has neither left nor been lost
+    clients[1].close(bye=False)  # lost: counts as gone
+    waiter.join(WAIT)
+    assert left == {2: True}
+    assert clients[0].leave(1.0)  # already released: returns at once
+
+
 def test_coordinator_gives_up_on_ranks_that_never_join():
     token = secrets.token_bytes(32)
     with Coordinator(2, token, job_id="j", join_timeout=0.5).start() as coordinator:

@@ -20,7 +20,9 @@ Both sides prove they hold the job token without sending it; the coordinator nev
 unpickles anything from a connection that has not proven it, and logs refused joins.
 After the handshake the payloads are pickles: the client sends its join record (a dict),
 the server answers ``("table", [records by rank])`` once all ranks joined, then may send
-``("lost", rank, reason)`` at any time; the client sends ``("bye",)`` before closing.
+``("lost", rank, reason)`` at any time; the client sends ``("bye",)`` when it leaves, and
+once every rank has said it (or is lost) the server sends ``("all_left",)``: ranks wait for
+that before tearing UCX down (:meth:`CoordinatorClient.leave`).
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ class Coordinator:
         self._by_rank: dict[int, _Conn] = {}
         self._gone: dict[int, str] = {}
         self._table_sent = False
+        self._released = False  # "all_left" was sent
         self._lock = threading.Lock()
         self._pending_reports: list[tuple[int, str]] = []
         self._closing = False
@@ -316,6 +319,24 @@ class Coordinator:
                 return
             if isinstance(msg, tuple) and msg and msg[0] == "bye":
                 conn.said_bye = True
+                self._release_if_all_left()
+
+    def _release_if_all_left(self) -> None:
+        """Once every rank said goodbye or is gone, tell those still connected ("all_left").
+
+        Ranks wait for it before tearing down UCX, so no rank destroys its worker while a
+        peer is still closing an endpoint to it (which resets the peer's connection).
+        """
+        if self._released:
+            return
+        for rank in range(self.size):
+            conn = self._by_rank.get(rank)
+            if rank not in self._gone and (conn is None or not conn.said_bye):
+                return
+        self._released = True
+        msg = pickle.dumps(("all_left",))
+        for conn in list(self._by_rank.values()):
+            self._send(conn, msg)
 
     def _drop(self, sock: socket.socket, *, quiet: bool = False) -> None:
         conn = self._conns.pop(sock, None)
@@ -343,6 +364,7 @@ class Coordinator:
         self._gone[rank] = reason
         self._emit("lost", rank, reason)
         self._broadcast_lost(rank, reason)
+        self._release_if_all_left()
 
     def _broadcast_lost(self, rank: int, reason: str) -> None:
         msg = pickle.dumps(("lost", rank, reason))
@@ -397,6 +419,7 @@ class CoordinatorClient:
         self._reader: threading.Thread | None = None
         self._closing = False
         self._on_lost: Callable[[int, str], None] | None = None
+        self._all_left = threading.Event()
 
     def connect(self) -> str:
         """Reach the coordinator (retrying until the timeout); returns our local IP address.
@@ -513,6 +536,23 @@ class CoordinatorClient:
                 return
             if isinstance(msg, tuple) and len(msg) == 3 and msg[0] == "lost" and self._on_lost:
                 self._on_lost(int(msg[1]), str(msg[2]))
+            elif msg == ("all_left",):
+                self._all_left.set()
+
+    def leave(self, timeout: float) -> bool:
+        """Say goodbye and wait (at most ``timeout`` s) until every rank has said it or is gone.
+
+        A barrier over the control connection for the end of the job, when UCX endpoints
+        are already closed; returns False on timeout (or without a running reader).
+        """
+        sock = self._sock
+        if sock is None or self._closing:
+            return False
+        try:
+            sock.sendall(_frame(pickle.dumps(("bye",))))
+        except OSError:
+            return False
+        return self._reader is not None and self._all_left.wait(timeout)
 
     def close(self, *, bye: bool = True) -> None:
         """Say goodbye (a clean leave, not a failure) and close; idempotent."""

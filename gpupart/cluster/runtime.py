@@ -634,6 +634,14 @@ class Runtime:
             self._closed = True
             if engine is not None:
                 engine.drain(opts.close_timeout)
+                if engine.alive and not engine.lost:  # a clean leave: close endpoints gracefully
+                    closing = self._transport.close_endpoints()
+                    deadline = time.monotonic() + opts.close_timeout
+                    while not all(r.completed for r in closing) and time.monotonic() < deadline:
+                        time.sleep(0.001)  # the engine thread progresses them
+                    # Keep this worker up until every rank has closed its endpoints too.
+                    if self._client is not None:
+                        self._client.leave(max(deadline - time.monotonic(), 0.0))
             if self._client is not None:
                 self._client.close(bye=True)
             if engine is not None:

@@ -179,6 +179,18 @@ class UCXTransport:
         with contextlib.suppress(OSError):
             os.eventfd_write(self._wake_fd, 1)
 
+    def close_endpoints(self) -> list[Any]:
+        """Start closing every endpoint gracefully (flushing); returns the close requests.
+
+        Dropping an endpoint instead leaves the peer's side to find the connection reset
+        (over TCP, ucxx then logs "Connection reset by remote peer" at the peer).
+        """
+        requests = []
+        for endpoint in self._endpoints.values():
+            with contextlib.suppress(self._ucx.UCXError):
+                requests.append(endpoint.close())
+        return requests
+
     def close(self) -> None:
         """Drop endpoints and the worker; idempotent. Call only after progress has stopped."""
         if self._closed:
