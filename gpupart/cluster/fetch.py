@@ -22,16 +22,19 @@ Request, tag ``(REQUEST, consumer, batch)``::
     items   n_items x (u64 tile_id | u64 nbytes | i32 pack (-1 = sent alone) | u64 offset)
     packs   n_packs x (u64 nbytes)
 
+Packed items come in pack order and, within a pack, in offset order without overlapping;
+the owner rejects any other layout.
+
 Replies, all into posted receives:
 
 * status: ``n_items`` bytes, one code per item (0 ok, 1 no such tile, 2 size mismatch,
-  4 internal error). With ``STATUS_IN_PACK`` (consumers whose packs are host memory) they
-  are the first bytes of pack 0, whose items then start at the next aligned offset, so a
-  small fetch is one message; otherwise they travel alone, first, tag ``(DATA, owner,
+  4 internal error). With ``STATUS_IN_PACK`` (host consumers, batches of up to 64 tiles)
+  they are the first bytes of pack 0, whose items then start at the next aligned offset, so
+  a small fetch is one message; otherwise they travel alone, first, tag ``(DATA, owner,
   batch)``;
 * pack ``j``, tag ``(DATA, owner, pack_seq0 + j)``: exactly the announced length, each item
-  at its offset (offsets are multiples of :data:`PACK_ALIGN`; failed items' bytes are
-  undefined);
+  at its offset (offsets are multiples of :data:`PACK_ALIGN`; padding and failed items'
+  bytes are zeros);
 * tile ``i`` sent alone, tag ``(DATA, owner, item_seq0 + i)``: its bytes; nothing is sent
   for a failed item, whose receive the consumer cancels after reading the status.
 
