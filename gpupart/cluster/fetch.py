@@ -404,45 +404,53 @@ class _ServeBatch(Operation):
         self.sends.append(self.server.transport.send(self.peer, tag, buffer))
 
     def _send_all(self) -> None:
-        """Send the status, then every tile: alone ones as they come, each pack once full.
+        """Send the status, every tile sent alone, then every pack (few items: plain loops).
 
-        One pass over the (few) items; the request's layout was checked, so packed items come
-        in pack order and, within a pack, in offset order.
+        The request's layout was checked, so packed items come in pack order and, within a
+        pack, in offset order.
         """
         req = self.request
-        parts: list[Any] = []  # the current pack's pieces, padding included
-        current, cursor, on_device = -1, 0, False
-        if req.flags & STATUS_IN_PACK:  # pack 0 opens with the status: one message fewer
-            parts, current, cursor = [self.status], 0, len(self.status)
-        else:
+        status_in_pack = bool(req.flags & STATUS_IN_PACK)
+        if not status_in_pack:
             self._send(self.batch, self.status)
+        members: list[tuple[list[int], list[Any]]] = [([], []) for _ in req.pack_lengths]
         for i, (tile, pack) in enumerate(zip(self.tiles, req.packs, strict=True)):
-            if pack < 0:
-                if tile is not None and tile.nbytes:
-                    self._send(req.item_seq0 + i, tile.data)
-                continue
-            if pack != current:
-                if current >= 0:
-                    self._send_pack(current, parts, cursor, on_device)
-                parts, current, cursor, on_device = [], pack, 0, False
-            if tile is None:
+            data = None if tile is None else tile.data
+            if pack >= 0:
+                members[pack][0].append(req.offsets[i])
+                members[pack][1].append(data)
+            elif data is not None and tile.nbytes:
+                self._send(req.item_seq0 + i, data)
+        for j, (offsets, pieces) in enumerate(members):
+            self._send_pieces(
+                j, self.status if j == 0 and status_in_pack else None, offsets, pieces
+            )
+
+    def _send_pieces(
+        self, pack: int, head: np.ndarray | None, offsets: Sequence[int], pieces: list[Any]
+    ) -> None:
+        """Build pack ``pack`` and send it: ``head``, then ``pieces`` at ``offsets``.
+
+        Pieces are flat byte arrays (None: a failed tile, whose room stays zero); the bytes
+        between and after them are zeros.
+        """
+        length = self.request.pack_lengths[pack]
+        if not length:
+            return
+        parts: list[Any] = [] if head is None else [head]
+        cursor = 0 if head is None else len(head)
+        on_device = False
+        for offset, data in zip(offsets, pieces, strict=True):
+            if data is None:
                 continue  # its room stays zero (the status marks it failed)
-            offset = req.offsets[i]
             if offset > cursor:
                 parts.append(_zero_run(offset - cursor))
-            data = tile.data
             parts.append(data)
-            cursor = offset + tile.nbytes
+            cursor = offset + data.shape[0]
             on_device = on_device or type(data) is not np.ndarray
-        if current >= 0:
-            self._send_pack(current, parts, cursor, on_device)
-
-    def _send_pack(self, pack: int, parts: list[Any], cursor: int, on_device: bool) -> None:
-        length = self.request.pack_lengths[pack]
         if cursor < length:
             parts.append(_zero_run(length - cursor))
-        if length:
-            self._send(self.request.pack_seq0 + pack, self._gather(parts, length, on_device))
+        self._send(self.request.pack_seq0 + pack, self._gather(parts, length, on_device))
 
     def _send_all_bulk(self) -> None:
         """:meth:`_send_all` for many items: per pack, not per tile, Python steps.
@@ -456,7 +464,7 @@ class _ServeBatch(Operation):
         if not status_in_pack:
             self._send(self.batch, self.status)
         packs = req.packs
-        failed = np.flatnonzero(self.status).tolist()
+        failed = self.status.any()
         on_device = self.server.store.has_device_tiles and any(
             t is not None and type(t.data) is not np.ndarray for t in tiles
         )
@@ -467,9 +475,6 @@ class _ServeBatch(Operation):
         all_packed = len(packed) == len(packs)
         if on_device:
             datas = [None if t is None else t.data for t in tiles]
-            for i in failed:  # a failed packed item's room is sent as zeros
-                if packs[i] >= 0:
-                    datas[i] = np.zeros(int(req.nbytes[i]), dtype=np.uint8)
         elif failed:  # address 0: the gather writes zeros in a failed item's room
             addresses = np.fromiter((0 if t is None else t.address for t in tiles), np.uint64)
         else:
@@ -481,7 +486,7 @@ class _ServeBatch(Operation):
             head = self.status if j == 0 and status_in_pack else None
             if on_device:
                 pieces = datas[lo:hi] if all_packed else [datas[i] for i in members.tolist()]
-                self._send_pack_bulk(j, pieces, offsets, sizes, head)
+                self._send_pieces(j, head, offsets.tolist(), pieces)
             else:
                 self._send_host_pack(j, addresses[members], offsets, sizes, head)
             self.server.transport.progress()  # let UCX move the packs already sent
@@ -516,47 +521,6 @@ class _ServeBatch(Operation):
         # self.tiles keeps every tile alive while the gather reads their addresses.
         gather_host(buffer, start, addresses, sizes, offsets)
         self._send(self.request.pack_seq0 + pack, buffer)
-
-    def _send_pack_bulk(
-        self,
-        pack: int,
-        pieces: list[Any],
-        offsets: np.ndarray,
-        sizes: np.ndarray,
-        head: np.ndarray | None,
-    ) -> None:
-        """Gather a device pack from its pieces (padding included) and send it."""
-        length = self.request.pack_lengths[pack]
-        if not length:
-            return
-        start = 0 if head is None else len(head)
-        if pieces:
-            ends = offsets + sizes
-            gaps = np.empty_like(offsets)
-            gaps[0] = offsets[0] - start
-            np.subtract(offsets[1:], ends[:-1], out=gaps[1:])
-            tail = length - int(ends[-1])
-        else:
-            gaps, tail = offsets, length - start
-        padded = np.flatnonzero(gaps)
-        if len(padded) > len(pieces) // 8:  # padding everywhere: interleave all of it
-            parts: list[Any] = [None] * (2 * len(pieces))
-            parts[0::2] = [_zero_run(g) for g in gaps.tolist()]
-            parts[1::2] = pieces
-        elif len(padded):  # a few runs (e.g. after the status): splice them in
-            parts, previous = [], 0
-            for k in padded.tolist():
-                parts += pieces[previous:k]
-                parts.append(_zero_run(int(gaps[k])))
-                previous = k
-            parts += pieces[previous:]
-        else:
-            parts = pieces
-        if head is not None:
-            parts.insert(0, head)
-        if tail:
-            parts.append(_zero_run(tail))
-        self._send(self.request.pack_seq0 + pack, self._gather(parts, length, True))
 
     def _gather(self, parts: list[Any], length: int, on_device: bool) -> Any:
         """Concatenate a pack's pieces (padding included) in one vectorised copy.
