@@ -521,8 +521,8 @@ class Runtime:
                 else nbytes_array
             )
             eligible = (nbytes > 0) & (nbytes <= opts.pack_threshold)
-            if np.count_nonzero(eligible) < 2:  # a lone small tile (see below)
-                eligible &= nbytes <= (_LONE_TILE_PACK if status_in_pack else 0)
+            if np.count_nonzero(eligible) < 2:  # a pack of one only adds two copies
+                eligible[:] = False
             pack_of, offsets, lengths = plan_packs_bulk(
                 nbytes, eligible, opts.pack_limit, status_bytes
             )
