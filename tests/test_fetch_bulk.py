@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import copy
+import dataclasses
 import itertools
+import pickle
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ import gpupart
 from gpupart.cluster import fetch
 from gpupart.cluster.pool import HostBufferPool
 from gpupart.cluster.results import FutureSink, ResultList, futures_sharing_condition
+from gpupart.cluster.tiles import HANDLE_RECORD, handle_records, record_problem
 
 # -- planning ---------------------------------------------------------------------------------
 
@@ -243,3 +247,56 @@ def test_pack_views_with_a_known_layout():
         assert view.shape == (2, 3) and np.shares_memory(view, pack)
         np.testing.assert_array_equal(view.view(np.uint8).ravel(), pack[64 * i : 64 * i + 48])
     assert all(view.dtype == np.float64 for view in views)
+
+
+def _handle(tile_id: int, dtype: str = "<f8", shape=(2, 3), order: str = "C", job: str = ""):
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return gpupart.Handle(3, tile_id, dtype, shape, nbytes, gpupart.Location.parse(3), order, job)
+
+
+def test_handle_records_hold_the_fields_and_the_kind():
+    handles = [
+        _handle(7),
+        _handle(8),
+        _handle(9, "<i8"),  # same size, another dtype
+        _handle(10, shape=(3, 2)),  # same size, another shape
+        _handle(11, order="F"),
+        _handle(2**64 - 1, job="job-a"),
+    ]
+    records = handle_records(handles)
+    assert records.dtype == HANDLE_RECORD and len(records) == len(handles)
+    assert records["owner"].tolist() == [3] * 6
+    assert records["tile_id"].tolist() == [7, 8, 9, 10, 11, 2**64 - 1]
+    assert records["nbytes"].tolist() == [48] * 6
+    assert records["job"].tolist() == [hash("")] * 5 + [hash("job-a")]
+    kinds = records["kind"].tolist()
+    assert kinds[0] == kinds[1] == kinds[5] and len(set(kinds[1:5])) == 4
+
+
+def test_handle_records_are_made_again_in_each_copy_and_stay_out_of_eq_and_repr():
+    h = _handle(5, job="j")
+    for twin in (pickle.loads(pickle.dumps(h)), copy.deepcopy(h), copy.copy(h)):
+        assert twin == h and hash(twin) == hash(h) and twin._record == h._record
+    moved = dataclasses.replace(h, tile_id=6)
+    assert handle_records([moved])["tile_id"].tolist() == [6]
+    assert "_record" not in repr(h)
+    # A pickle never carries the record: the receiving process hashes with its own seed.
+    assert h._record not in pickle.dumps(h)
+
+
+def test_odd_handles_have_no_record_and_say_why():
+    good = _handle(1)
+    cases = [
+        (dataclasses.replace(good, tile_id=-1), ".tile_id: expected an integer in 0.."),
+        (dataclasses.replace(good, tile_id=2**64), ".tile_id: expected an integer in 0.."),
+        (dataclasses.replace(good, nbytes=1.5), ".nbytes: expected an integer, found float"),
+        (dataclasses.replace(good, owner=2**63), ".owner: expected an integer in"),
+        (dataclasses.replace(good, shape=[2, 3]), "expected a hashable dtype, shape and order"),
+    ]
+    for odd, needle in cases:
+        assert odd._record is None and needle in record_problem(odd)
+        assert handle_records([good, odd]) is None
+    assert record_problem(good) is None
+    assert handle_records([good, "not a handle"]) is None
+    assert handle_records([good, None]) is None
+    assert len(handle_records([])) == 0

@@ -243,6 +243,14 @@ def test_get_and_fetch_argument_errors_name_the_item(rt):
         (ValueError, dict(handles=[h], out=[readonly]), "out[0]: expected a writable"),
         (ValueError, dict(handles=[h], out=[np.empty(20, np.int16)[::2]]), "non-contiguous"),
         (TypeError, dict(handles=[h], out=["buffer"]), "out[0]"),
+        # Fields that fit no handle, in a short list and in a bulk one (checked as arrays).
+        (ValueError, dict(handles=[dataclasses.replace(h, tile_id=-1)]), "handles[0].tile_id"),
+        (ValueError, dict(handles=[h] * 70 + [dataclasses.replace(h, tile_id=2**64)]), "[70]"),
+        (ValueError, dict(handles=[h, dataclasses.replace(h, nbytes="20")]), "[1].nbytes"),
+        (ValueError, dict(handles=[h] * 80 + [dataclasses.replace(h, shape=[10])]), "hashable"),
+        (TypeError, dict(handles=[h] * 80 + [42]), "handles[80]"),
+        (ValueError, dict(handles=[h] * 80 + [dataclasses.replace(h, job="x")]), "handles[80]"),
+        (ValueError, dict(handles=[h] * 80 + [dataclasses.replace(h, owner=-1)]), "[80].owner"),
     ]
     for error, kwargs, needle in cases:
         for method in (rt.get, rt.fetch):

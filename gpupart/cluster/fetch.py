@@ -635,6 +635,7 @@ class FetchBatch(Operation):
         on_finish: Callable[[FetchBatch], None],
         status_in_pack: bool = False,
         with_outs: bool = True,
+        alike: bool | None = None,
     ):
         self.peer = owner
         self.with_outs = with_outs  # False: every ``outs[i]`` is None
@@ -656,7 +657,8 @@ class FetchBatch(Operation):
         self._status_request: Any = None
         self._pack_requests: list[Any] = []
         self._pack_members: list[Any] = []
-        self._alike: bool | None = None  # whether all tiles share dtype, shape and order
+        self._alike = alike  # whether all tiles share dtype, shape and order (None: unknown)
+        self._unpacked: list[Any] = []  # per pack: (sink indices, views), or None
         self._alone: collections.deque[AloneItem] = collections.deque(alone)
         self._send: Any = None
         self._request_bytes = b""
@@ -721,6 +723,25 @@ class FetchBatch(Operation):
                 if pack >= 0:
                     members[pack].append(i)
             self._pack_members = members
+        # While the owner works: the views of each pack's tiles (the pack is not written
+        # yet, but its views do not depend on its bytes), so a pack that lands is delivered
+        # with one assignment.
+        self._unpacked = [self._unpack(j) for j in range(len(self._pack_members))]
+
+    def _unpack(self, j: int) -> tuple[list[int], list[Any]] | None:
+        """Sink indices and views of pack ``j``'s tiles (None: none, or odd handles)."""
+        members = self._pack_members[j]
+        if not len(members):
+            return None
+        index_list = members.tolist() if isinstance(members, np.ndarray) else members
+        if self._alike is None:
+            self._alike = len(self.handles) > 1 and _all_alike(self.handles)
+        try:
+            views = _pack_views(self.packs[j], index_list, self.handles, self.offsets, self._alike)
+        except (ValueError, TypeError):  # a handle whose shape, dtype and size disagree
+            return None
+        targets = index_list if self.where is None else self.where[members].tolist()
+        return targets, views
 
     def on_rejection(self, payload: np.ndarray) -> None:
         """Record that the owner could not parse the request (on a progressing thread)."""
@@ -745,7 +766,7 @@ class FetchBatch(Operation):
             UCXTransport.check(request)
             self._pack_requests[j] = None
             if len(members):
-                self._deliver_pack(self.packs[j], members)
+                self._deliver_pack(j, members)
             self._pack_members[j] = None
         alone = self._alone
         # The owner sends in order and UCX completes mostly in order: deliver from the front
@@ -786,14 +807,17 @@ class FetchBatch(Operation):
                 keep.append(item)
         self._alone = keep
 
-    def _deliver_pack(self, pack: Any, members: Any) -> None:
-        """Hand every tile of a completed pack to the sink (views of the pack, or out=)."""
+    def _deliver_pack(self, j: int, members: Any) -> None:
+        """Hand every tile of completed pack ``j`` to the sink (views of the pack, or out=)."""
+        unpacked = self._unpacked[j] if j < len(self._unpacked) else None
         index_list = members.tolist() if isinstance(members, np.ndarray) else members
-        if self._alike is None:
-            self._alike = len(self.handles) > 1 and _all_alike(self.handles)
-        views = _pack_views(pack, index_list, self.handles, self.offsets, self._alike)
-        where, sink, outs = self.where, self.sink, self.outs
-        targets = index_list if where is None else where[members].tolist()
+        if unpacked is None:  # odd handles: the views raise here, failing the batch
+            views = _pack_views(self.packs[j], index_list, self.handles, self.offsets)
+            targets = index_list if self.where is None else self.where[members].tolist()
+        else:
+            targets, views = unpacked
+            self._unpacked[j] = None
+        sink, outs = self.sink, self.outs
         if not self.with_outs:
             sink.set_results(targets, views)
             return
@@ -827,6 +851,7 @@ class FetchBatch(Operation):
         self._pack_requests.clear()
         self._alone.clear()
         self._pack_members = []
+        self._unpacked = []
         self._done()
 
 

@@ -6,7 +6,6 @@ import atexit
 import contextlib
 import itertools
 import logging
-import operator
 import os
 import threading
 import time
@@ -35,7 +34,15 @@ from gpupart.cluster.fetch import (
 from gpupart.cluster.options import RuntimeOptions
 from gpupart.cluster.results import FutureSink, ResultList, futures_sharing_condition
 from gpupart.cluster.tags import MAX_RANKS, Kind
-from gpupart.cluster.tiles import Handle, Tile, TileStore, byte_view, copy_into
+from gpupart.cluster.tiles import (
+    Handle,
+    Tile,
+    TileStore,
+    byte_view,
+    copy_into,
+    handle_records,
+    record_problem,
+)
 from gpupart.errors import (
     CommTimeoutError,
     GpupartError,
@@ -55,10 +62,6 @@ _CHUNK_ITEMS = 4096
 #: A tile alone in its batch rides with the status (one message) up to this size; larger
 #: ones are sent zero-copy in their own message.
 _LONE_TILE_PACK = 8 << 10
-_OWNER = operator.attrgetter("owner")
-_TILE_ID = operator.attrgetter("tile_id")
-_NBYTES = operator.attrgetter("nbytes")
-_JOB = operator.attrgetter("job")
 
 
 class Runtime:
@@ -300,9 +303,9 @@ class Runtime:
         """
         self._check_open()
         handles = [handles] if isinstance(handles, Handle) else list(handles)
-        outs, owners = self._check_fetch_args(handles, out)
+        outs, records = self._check_fetch_args(handles, out)
         futures = futures_sharing_condition(len(handles), self._help_future)
-        self._start_fetch(handles, outs, owners, FutureSink(futures))
+        self._start_fetch(handles, outs, records, FutureSink(futures))
         return futures
 
     def _help_future(self, future: Future, timeout: float | None) -> None:
@@ -331,16 +334,16 @@ class Runtime:
         self._check_open()
         single = isinstance(handles, Handle)
         handles = [handles] if single else list(handles)
-        outs, owners = self._check_fetch_args(handles, out)
+        outs, records = self._check_fetch_args(handles, out)
         limit = self.options.fetch_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         results = ResultList(len(handles))
         engine = self._engine
         if engine is None:
-            self._start_fetch(handles, outs, owners, results)
+            self._start_fetch(handles, outs, records, results)
         else:
             with engine.helping():  # this thread progresses: no hand-off to the engine thread
-                ops = self._start_fetch(handles, outs, owners, results)
+                ops = self._start_fetch(handles, outs, records, results)
                 if len(ops) == 1:
                     (op,) = ops
                     done = lambda: op.finished  # noqa: E731 (the hot single-owner case)
@@ -354,12 +357,15 @@ class Runtime:
         self,
         handles: list[Handle],
         outs: list[Any] | None,
-        owners: np.ndarray | None,
+        records: np.ndarray | None,
         sink: Any,
     ) -> list[FetchBatch]:
-        """Serve local handles now and send one request per remote owner (into ``sink``)."""
+        """Serve local handles now and send one request per remote owner (into ``sink``).
+
+        ``records`` (many handles) are their :func:`~gpupart.cluster.tiles.handle_records`.
+        """
         groups: list[tuple[int, np.ndarray | None]]
-        if owners is None:  # few handles: group them in plain Python
+        if records is None:  # few handles: group them in plain Python
             by_owner: dict[int, list[int]] = {}
             for i, h in enumerate(handles):
                 by_owner.setdefault(h.owner, []).append(i)
@@ -368,6 +374,7 @@ class Runtime:
             else:
                 groups = [(o, np.asarray(idx)) for o, idx in by_owner.items()]
         else:
+            owners = records["owner"]
             order = np.argsort(owners, kind="stable")
             sorted_owners = owners[order]
             cuts = np.flatnonzero(sorted_owners[1:] != sorted_owners[:-1]) + 1
@@ -389,20 +396,20 @@ class Runtime:
                     self._fetch_local(handles[i], outs[i], sink, i)
                 continue
             if where is None:
-                sub_handles, sub_outs = handles, outs
+                sub_handles, sub_outs, sub_records = handles, outs, records
             else:
                 sub_handles = [handles[i] for i in indices]
                 sub_outs = [outs[i] for i in indices]
-            if len(sub_handles) <= _VECTOR_BATCH:
+                sub_records = records[where] if records is not None else None
+            if sub_records is None or len(sub_handles) <= _VECTOR_BATCH:
                 op = self._fetch_remote(owner, sub_handles, sub_outs, sink, where, with_outs)
                 ops.extend([op] if op is not None else [])
                 continue
             # Many tiles: one request per pack's worth, so the owner serves the first while
             # this thread plans the next, and this thread unpacks one while the owner copies
             # the next (measured: 10,000 x 4 KiB in one request 13-14 ms, in 5 requests 8 ms).
-            nbytes = np.fromiter(map(_NBYTES, sub_handles), np.int64, len(sub_handles))
             room = self.options.pack_limit - self.options.pack_threshold  # one pack each
-            bounds = _chunk_bounds(nbytes, max(room, 1), _CHUNK_ITEMS)
+            bounds = _chunk_bounds(sub_records["nbytes"], max(room, 1), _CHUNK_ITEMS)
             for lo, hi in itertools.pairwise(bounds):
                 part = np.arange(lo, hi) if where is None else where[lo:hi]
                 op = self._fetch_remote(
@@ -412,7 +419,7 @@ class Runtime:
                     sink,
                     part,
                     with_outs,
-                    nbytes[lo:hi],
+                    sub_records[lo:hi],
                 )
                 ops.extend([op] if op is not None else [])
         return ops
@@ -420,26 +427,27 @@ class Runtime:
     def _check_fetch_args(
         self, handles: list[Any], out: Any
     ) -> tuple[list[Any] | None, np.ndarray | None]:
-        """Check handles and ``out``; return the ``out`` list and (many handles) the owners.
+        """Check handles and ``out``; return the ``out`` list and (many handles) their records.
 
-        The list is None when no ``out`` was given.
+        The list is None when no ``out`` was given; the records (see
+        :func:`~gpupart.cluster.tiles.handle_records`) when there are few handles.
         """
-        owners = None
-        # Whole-list checks for many handles; the loop below names the culprit.
-        if (
-            len(handles) > _VECTOR_BATCH
-            and set(map(type, handles)) == {Handle}
-            and set(map(_JOB, handles)) <= {"", self.job_id}
-        ):
-            owners = np.fromiter(map(_OWNER, handles), np.int64, len(handles))
-            if owners.min() < 0 or owners.max() >= self.size:
-                owners = None
-        if owners is None:
+        records = None
+        if len(handles) > _VECTOR_BATCH:  # whole-list checks; the loop below names a culprit
+            records = handle_records(handles)
+            if records is not None:
+                job = records["job"]
+                owners = records["owner"]
+                if (
+                    not ((job == hash("")) | (job == hash(self.job_id))).all()
+                    or owners.min() < 0
+                    or owners.max() >= self.size
+                ):
+                    records = None
+        if records is None:
             self._check_each_handle(handles)
-            if len(handles) > _VECTOR_BATCH:
-                owners = np.fromiter(map(_OWNER, handles), np.int64, len(handles))
         if out is None:
-            return None, owners
+            return None, records
         outs = [out] if not isinstance(out, (list, tuple)) else list(out)
         if len(outs) != len(handles):
             raise ValueError(
@@ -448,7 +456,7 @@ class Runtime:
         for i, (h, buf) in enumerate(zip(handles, outs, strict=True)):
             if buf is not None:
                 _check_out(i, h, buf)
-        return outs, owners
+        return outs, records
 
     def _check_each_handle(self, handles: list[Any]) -> None:
         for i, h in enumerate(handles):
@@ -456,6 +464,8 @@ class Runtime:
                 raise TypeError(
                     f"handles[{i}]: expected a gpupart.Handle, found {type(h).__name__}"
                 )
+            if h._record is None and (problem := record_problem(h)) is not None:
+                raise ValueError(f"handles[{i}]{problem}")
             if h.job and h.job != self.job_id:
                 raise ValueError(
                     f"handles[{i}]: expected a handle of job {self.job_id!r}, found one of job"
@@ -497,8 +507,9 @@ class Runtime:
         sink: Any,
         where: np.ndarray | None,
         with_outs: bool,
-        nbytes_array: np.ndarray | None = None,
+        records: np.ndarray | None = None,
     ) -> FetchBatch | None:
+        """Request ``handles`` from ``owner``; ``records`` (many handles) plan it vectorised."""
         engine, transport = self._engine, self._transport
         lost = engine.lost_error(owner) if engine is not None else None
         if lost is not None:
@@ -513,13 +524,12 @@ class Runtime:
         # from the owner's memory when the tiles lie there back to back.
         status_in_pack = not self.backend.is_gpu and n <= _VECTOR_BATCH
         status_bytes = n if status_in_pack else 0
-        if n > _VECTOR_BATCH:  # large batches: vectorised planning, bookkeeping in arrays
-            tile_ids: Any = np.fromiter(map(_TILE_ID, handles), np.uint64, n)
-            nbytes: Any = (
-                np.fromiter(map(_NBYTES, handles), np.int64, n)
-                if nbytes_array is None
-                else nbytes_array
-            )
+        alike = None
+        if records is not None:  # large batches: vectorised planning, bookkeeping in arrays
+            tile_ids: Any = np.ascontiguousarray(records["tile_id"])
+            nbytes: Any = np.ascontiguousarray(records["nbytes"])
+            kinds = records["kind"]
+            alike = bool((kinds == kinds[0]).all() and (nbytes == nbytes[0]).all())
             eligible = (nbytes > 0) & (nbytes <= opts.pack_threshold)
             if np.count_nonzero(eligible) < 2:  # a pack of one only adds two copies
                 eligible[:] = False
@@ -568,6 +578,7 @@ class Runtime:
             on_finish=lambda _op: self._batches.pop(key, None),
             status_in_pack=status_in_pack,
             with_outs=with_outs,
+            alike=alike,
         )
         self._batches[key] = op
         op.post(transport, self.rank, batch + 1, batch + 1 + n)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import operator
+import struct
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,7 +16,24 @@ from gpupart.backend import backend_for_array
 from gpupart.errors import TileNotFoundError
 from gpupart.location import Location
 
-__all__ = ["Handle", "Tile", "TileStore", "byte_view", "copy_into"]
+__all__ = [
+    "HANDLE_RECORD",
+    "Handle",
+    "Tile",
+    "TileStore",
+    "byte_view",
+    "copy_into",
+    "handle_records",
+    "record_problem",
+]
+
+_RECORD = struct.Struct("<qQqqq")
+#: What a bulk fetch reads of each handle, as one NumPy record (see :func:`handle_records`).
+#: ``job`` and ``kind`` are ``hash(job)`` and ``hash((dtype, shape, order))`` of *this*
+#: process (string hashes differ between processes): compare them, never send them.
+HANDLE_RECORD = np.dtype(
+    [("owner", "<i8"), ("tile_id", "<u8"), ("nbytes", "<i8"), ("job", "<i8"), ("kind", "<i8")]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +53,68 @@ class Handle:
     location: Location
     order: str = "C"
     job: str = ""
+    # The fields a bulk fetch needs, packed once here so that reading them for 10,000
+    # handles is one pass instead of one per field (None when a field does not fit).
+    _record: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            kind = hash((self.dtype, self.shape, self.order))
+            record = _RECORD.pack(self.owner, self.tile_id, self.nbytes, hash(self.job), kind)
+        except (struct.error, TypeError):
+            record = None  # an odd handle: checked field by field where it is used
+        object.__setattr__(self, "_record", record)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Rebuilt from its fields, so the record is made by (and valid in) this process.
+        args = (self.owner, self.tile_id, self.dtype, self.shape, self.nbytes, self.location)
+        return type(self), (*args, self.order, self.job)
 
     @property
     def ndim(self) -> int:
         """Number of dimensions of the tile."""
         return len(self.shape)
+
+
+_RECORD_OF = operator.attrgetter("_record")
+
+
+def handle_records(handles: Sequence[Any]) -> np.ndarray | None:
+    """Owner, tile id, size, job and kind of every handle as a :data:`HANDLE_RECORD` array.
+
+    One pass over the list (~30 ns a handle). Returns None if any item is not a
+    :class:`Handle` or has a field that does not fit its record (callers then check the
+    handles one by one, which names the culprit).
+    """
+    try:
+        records = np.frombuffer(b"".join(map(_RECORD_OF, handles)), HANDLE_RECORD)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return records if len(records) == len(handles) else None
+
+
+_RECORD_INTS = (("owner", -(2**63), 2**63), ("tile_id", 0, 2**64), ("nbytes", -(2**63), 2**63))
+
+
+def record_problem(handle: Handle) -> str | None:
+    """Why ``handle`` has no record: its first field that does not fit (None if it has one).
+
+    The text follows ``handles[i]`` in an error message.
+    """
+    if handle._record is not None:
+        return None
+    for name, low, high in _RECORD_INTS:
+        value = getattr(handle, name)
+        try:
+            number = operator.index(value)
+        except TypeError:
+            return f".{name}: expected an integer, found {type(value).__name__}"
+        if not low <= number < high:
+            return f".{name}: expected an integer in {low}..{high - 1}, found {number}"
+    return (
+        ": expected a hashable dtype, shape and order, found"
+        f" {handle.dtype!r}, {handle.shape!r}, {handle.order!r}"
+    )
 
 
 def byte_view(array: Any) -> Any:

@@ -121,6 +121,35 @@ for k, fut in enumerate(futures):
     (owner, i), h = next(good)
     check_tile(f"tile {i} of rank {owner} (faulty batch)", fut.result(), want(owner, i), h.order)
 
+# 3b. Tiles of one size in several dtypes, shapes and orders: each comes back as itself
+# (the consumer decides per request whether one strided view of a pack fits them all).
+KINDS = (
+    ("float64", (512,), "C"),
+    ("int32", (32, 32), "C"),
+    ("uint8", (4096,), "C"),
+    ("float64", (64, 8), "F"),
+    ("float64", (8, 64), "C"),
+)
+same_size = [values(rank, 500 + i, *KINDS[i % 5][:2]) for i in range(200)]
+same_size = [np.asfortranarray(a) if KINDS[i % 5][2] == "F" else a for i, a in enumerate(same_size)]
+alike_f = [np.asfortranarray(values(rank, 900 + i, "int16", (16, 128))) for i in range(100)]
+kinds_table = rt.allgather(([rt.put(a) for a in same_size], [rt.put(a) for a in alike_f]))
+right = (rank + 1) % size
+mixed_kinds, all_f = kinds_table[right]
+for label, hs, first, kind_of in (
+    ("mixed kinds", mixed_kinds, 500, lambda i: KINDS[i % 5]),
+    ("alike, F order", all_f, 900, lambda i: ("int16", (16, 128), "F")),
+):
+    for got in (rt.get(hs, timeout=120), [f.result(120) for f in rt.fetch(hs)]):
+        for i, arr in enumerate(got):
+            dtype, shape, order = kind_of(i)
+            check_tile(
+                f"{label} tile {i} of rank {right}",
+                arr,
+                values(right, first + i, dtype, shape),
+                order,
+            )
+
 # 4. More tiles than one request carries (4,096): the call is cut into several requests.
 many = [np.full(3, rank * 100_000 + i, dtype=np.int32) for i in range(5000)]
 many_table = rt.allgather([rt.put(a) for a in many])
