@@ -407,9 +407,11 @@ def summarize(sizes: list[int], res: dict) -> dict:
         total = many["total_bytes"]
         b = many["batched_fresh_seconds"]["median"]
         one_out = many["single_tile_out_seconds"]["median"]
-        # Like with like: fresh buffers against one tile into a fresh buffer (both pay for
-        # mapping new memory), out= against one tile into a reused buffer.
-        one = many.get("single_tile_fresh_seconds", many["single_tile_out_seconds"])["median"]
+        # The one-tile reference is the faster of one tile into a fresh buffer and into a
+        # reused one: the batched side's packs come from the receive pool (memory reused
+        # once the caller drops its tiles), a lone tile's fresh buffer does not.
+        one_fresh = many.get("single_tile_fresh_seconds", many["single_tile_out_seconds"])
+        one = min(one_fresh["median"], one_out)
         gather = (many.get("local_gather_seconds") or {}).get("median")
         memcpy = (many.get("local_memcpy_seconds") or {}).get("median")
         many_row = {
@@ -422,7 +424,8 @@ def summarize(sizes: list[int], res: dict) -> dict:
             "fetch_futures_bw": total / many["fetch_futures_out_seconds"]["median"],
             "sequential_bw": total / many["sequential_out_seconds"],
             "single_tile_bw": total / one_out,
-            "single_tile_fresh_bw": total / one,
+            "single_tile_fresh_bw": total / one_fresh["median"],
+            "reference_bw": total / one,  # what the criterion compares with
             "out_fraction_of_single": one_out / many["batched_out_seconds"]["median"],
             "batched_seconds": b,
             "batched_out_seconds": many["batched_out_seconds"]["median"],
@@ -432,8 +435,9 @@ def summarize(sizes: list[int], res: dict) -> dict:
             "speedup_vs_sequential": many["sequential_out_seconds"] / b,
             "fraction_of_single": one / b,
             "criterion": (
-                f"one get(list) of the 10,000 tiles >= {BOUND_RATIO} x the bandwidth of one"
-                " get of the same bytes as one tile, both into fresh buffers"
+                f"one get(list) of the 10,000 tiles (fresh buffers) >= {BOUND_RATIO} x the"
+                " bandwidth of one get of the same bytes as one tile (the faster of a fresh"
+                " and a reused buffer)"
             ),
             "bandwidth_bound": one / b >= BOUND_RATIO,
         }
@@ -520,11 +524,12 @@ def report_tables(report: dict) -> tuple[list[tuple[str, list[str], list[list[st
     if m:
         out_ref = m["single_tile_bw"]
         fresh_ref = m.get("single_tile_fresh_bw") or out_ref
+        criterion_ref = m.get("reference_bw") or fresh_ref
         rows = []
         for how, key, ref in (
             ("one get(list, out=)", "batched_out_bw", out_ref),
-            ("one get(list), fresh buffers", "batched_fresh_bw", fresh_ref),
-            ("the same, owner's tiles not back to back", "scattered_fresh_bw", fresh_ref),
+            ("one get(list), fresh buffers", "batched_fresh_bw", criterion_ref),
+            ("the same, owner's tiles not back to back", "scattered_fresh_bw", criterion_ref),
             ("fetch(list, out=) futures", "fetch_futures_bw", out_ref),
             ("10,000 sequential get(h, out=)", "sequential_bw", out_ref),
             ("one 40.96 MB tile, get(h, out=)", "single_tile_bw", out_ref),
@@ -537,7 +542,7 @@ def report_tables(report: dict) -> tuple[list[tuple[str, list[str], list[list[st
                 continue
             rows.append([how, f"{40.96e6 / bw * 1e3:.1f}", _gbs(bw), f"{bw / ref:.2f}"])
         title = "10,000 tiles of 4 KiB (40.96 MB) from one owner"
-        cols = ["how", "ms", "GB/s", "vs one tile (same kind of buffer)"]
+        cols = ["how", "ms", "GB/s", "vs one tile (out=: reused buffer; fresh: the faster one)"]
         tables.append((title, cols, rows))
         verdict = "bandwidth-bound" if m["bandwidth_bound"] else "NOT bandwidth-bound"
         if m.get("two_copies_seconds"):

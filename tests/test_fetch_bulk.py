@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import dataclasses
+import gc
 import itertools
 import pickle
 
@@ -14,7 +15,7 @@ from gpupart.kernels.pack import gather_host
 
 import gpupart
 from gpupart.cluster import fetch
-from gpupart.cluster.pool import HostBufferPool
+from gpupart.cluster.pool import HostBufferPool, ReceivePool
 from gpupart.cluster.results import FutureSink, ResultList, futures_sharing_condition
 from gpupart.cluster.tiles import HANDLE_RECORD, handle_records, record_problem
 
@@ -236,6 +237,57 @@ def test_forgotten_pack_buffers_are_never_lent_again():
     pool.forget(b)  # e.g. its send failed: UCX may still touch it
     pool.release(b)
     assert not np.shares_memory(pool.acquire(4 << 20), b)
+
+
+def test_received_pack_memory_comes_back_only_when_no_view_is_left():
+    pool = ReceivePool(capacity=32 << 20)
+    pack = pool.empty(3 << 20)
+    assert pack.shape == (3 << 20,) and pack.dtype == np.uint8 and pack.flags.writeable
+    pack[:] = 7
+    tile = pack[1000:5096].view(np.int32).reshape(32, 32)  # what a caller holds
+    tail = np.asarray(pack[-10:])
+    del pack
+    gc.collect()
+    assert pool.kept == 0  # views alive: the block is not free
+    other = pool.empty(3 << 20)
+    assert not np.shares_memory(other, tile) and not np.shares_memory(other, tail)
+    other[:] = 1
+    assert (tile.view(np.uint8) == 7).all() and (tail == 7).all()  # untouched
+    del tile
+    assert pool.kept == 0  # ``tail`` still reaches the block
+    del tail
+    assert pool.kept == 4 << 20  # a 4 MiB size class, free
+    again = pool.empty(4 << 20)
+    assert pool.kept == 0 and (again[1000:1100] == 7).all()  # the same memory, reused
+    del other, again
+
+
+def test_receive_pool_keeps_at_most_its_capacity_and_nothing_after_close():
+    pool = ReceivePool(capacity=8 << 20)
+    packs = [pool.empty(4 << 20) for _ in range(3)]
+    del packs
+    assert pool.kept == 8 << 20  # two of the three blocks kept
+    held = pool.empty(1 << 20)
+    pool.close()
+    assert pool.kept == 0
+    del held
+    assert pool.kept == 0  # coming back after close: dropped
+    assert ReceivePool(capacity=0).empty(100).shape == (100,)
+
+
+def test_receive_pool_takes_blocks_back_from_many_threads():
+    pool = ReceivePool(capacity=1 << 30)
+
+    def churn(_):
+        arrays = [pool.empty((1 << 16) * (1 + i % 3)) for i in range(50)]
+        for a in arrays:
+            a[:8] = 1
+        return len(arrays)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        assert sum(ex.map(churn, range(8))) == 400
+    gc.collect()
+    assert pool.kept % (1 << 16) == 0 and 0 < pool.kept <= 400 * (1 << 18)
 
 
 def test_pack_views_with_a_known_layout():

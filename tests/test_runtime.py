@@ -70,6 +70,7 @@ def test_options_defaults_and_environment():
     assert opts.pack_limit == 8192  # keyword arguments win
     assert opts.bind_gpu is False and opts.pin_cpus is True and opts.device is None
     assert opts.ucx_config == {}
+    assert RuntimeOptions.resolve({}, {"GPUPART_RECEIVE_POOL_BYTES": "0"}).receive_pool_bytes == 0
     opts = RuntimeOptions.resolve({"ucx_config": {"TLS": "tcp"}, "device": "cpu"}, environ={})
     assert opts.ucx_config == {"TLS": "tcp"} and opts.device == "cpu"
 
@@ -88,6 +89,8 @@ def test_options_defaults_and_environment():
         ({"pin_cpus": 1}, "pin_cpus: expected a bool", TypeError),
         ({"ucx_config": "TLS=tcp"}, "ucx_config: expected a mapping", TypeError),
         ({"ucx_config": {"TLS": 1}}, "ucx_config", TypeError),
+        ({"receive_pool_bytes": -1}, "receive_pool_bytes: expected a positive int", ValueError),
+        ({"pack_limit": 0}, "pack_limit: expected a positive int", ValueError),
     ],
 )
 def test_bad_option_values_name_the_option(options, needle, error):

@@ -32,6 +32,7 @@ from gpupart.cluster.fetch import (
     plan_packs_bulk,
 )
 from gpupart.cluster.options import RuntimeOptions
+from gpupart.cluster.pool import ReceivePool
 from gpupart.cluster.results import FutureSink, ResultList, futures_sharing_condition
 from gpupart.cluster.tags import MAX_RANKS, Kind
 from gpupart.cluster.tiles import (
@@ -62,6 +63,9 @@ _CHUNK_ITEMS = 4096
 #: A tile alone in its batch rides with the status (one message) up to this size; larger
 #: ones are sent zero-copy in their own message.
 _LONE_TILE_PACK = 8 << 10
+#: Packs of at least this size are received into pooled host memory (smaller ones fault
+#: little, and a pooled buffer costs ~3 us).
+_POOLED_PACK = 1 << 20
 
 
 class Runtime:
@@ -92,6 +96,8 @@ class Runtime:
         self._transport = None
         self._engine: ProgressEngine | None = None
         self._batches: dict[tuple[int, int], FetchBatch] = {}
+        # Memory of packs received on the host, reused once the caller drops their tiles.
+        self._receive_pool = ReceivePool(options.receive_pool_bytes)
         self._seq = itertools.count(1)
         self._seq_lock = threading.Lock()
         if spec.size > MAX_RANKS:
@@ -552,7 +558,7 @@ class Runtime:
                 nbytes, eligible_list, opts.pack_limit, status_bytes
             )
             unpacked = [i for i, packed in enumerate(eligible_list) if not packed]
-        packs = [self.backend.empty((length,), np.uint8) for length in lengths]
+        packs = [self._pack_buffer(length) for length in lengths]
         alone = []
         for i in unpacked:
             h, result = handles[i], outs[i]
@@ -584,6 +590,12 @@ class Runtime:
         op.post(transport, self.rank, batch + 1, batch + 1 + n)
         engine.submit(op)
         return op
+
+    def _pack_buffer(self, nbytes: int) -> Any:
+        """Return a buffer to receive one pack into (large host packs: the receive pool)."""
+        if nbytes >= _POOLED_PACK and not self.backend.is_gpu:
+            return self._receive_pool.empty(nbytes)
+        return self.backend.empty((nbytes,), np.uint8)
 
     def _on_rejection(self, owner: int, batch: int, payload: np.ndarray) -> None:
         op = self._batches.get((owner, batch))
@@ -660,6 +672,7 @@ class Runtime:
             if self._transport is not None:
                 self._transport.close()
             self.store.clear()
+            self._receive_pool.close()
             if self._coordinator is not None:
                 self._coordinator.wait_all_left(opts.close_timeout)
                 self._coordinator.close()

@@ -176,9 +176,11 @@ got = rt.get(rows_table[right][:1500], timeout=120)  # back to back: sent withou
 for k, arr in enumerate(got):
     expect(np.array_equal(arr, want_rows[k]), f"row {k} of rank {right} (one range)")
 in_order = [h for k, h in enumerate(rows_table[right]) if k != 1500]  # a gap: gathered
-got = rt.get(in_order, timeout=120)
-for k, arr in zip([k for k in range(3000) if k != 1500], got, strict=True):
+got = rt.get(in_order, timeout=120)  # 1.5 MB: a pack in pooled memory
+kept_rows = [k for k in range(3000) if k != 1500]
+for k, arr in zip(kept_rows, got, strict=True):
     expect(np.array_equal(arr, want_rows[k]), f"row {k} of rank {right} (in order)")
+held = got[::7]  # some tiles of that pack stay with the caller; the others are dropped
 got = rt.get(in_order[::-1], timeout=120)
 for k, arr in zip([k for k in range(3000) if k != 1500][::-1], got, strict=True):
     expect(np.array_equal(arr, want_rows[k]), f"row {k} of rank {right} (reversed)")
@@ -189,6 +191,10 @@ for k, fut in enumerate(futures):
     if k != 1500:
         expect(np.array_equal(fut.result(), want_rows[k]), f"row {k} (freed one among them)")
 expect(np.array_equal(block, values(rank, 99, "float64", (3000, 64))), "own rows intact")
+# Packs' memory is reused by later calls only once no tile of the pack is held: the tiles
+# kept from the first call above are intact after all the calls since.
+for k, arr in zip(kept_rows[::7], held, strict=True):
+    expect(np.array_equal(arr, want_rows[k]), f"held row {k} of rank {right} after reuse")
 
 # 6. The owners' tiles are intact after being served many times.
 for i, arr in enumerate(mine):
