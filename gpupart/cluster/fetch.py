@@ -728,20 +728,20 @@ class FetchBatch(Operation):
         # with one assignment.
         self._unpacked = [self._unpack(j) for j in range(len(self._pack_members))]
 
-    def _unpack(self, j: int) -> tuple[list[int], list[Any]] | None:
+    def _unpack(self, j: int) -> tuple[Sequence[int], list[Any]] | None:
         """Sink indices and views of pack ``j``'s tiles (None: none, or odd handles)."""
         members = self._pack_members[j]
         if not len(members):
             return None
-        index_list = members.tolist() if isinstance(members, np.ndarray) else members
         if self._alike is None:
             self._alike = len(self.handles) > 1 and _all_alike(self.handles)
         try:
-            views = _pack_views(self.packs[j], index_list, self.handles, self.offsets, self._alike)
+            views = _pack_views(self.packs[j], members, self.handles, self.offsets, self._alike)
         except (ValueError, TypeError):  # a handle whose shape, dtype and size disagree
             return None
-        targets = index_list if self.where is None else self.where[members].tolist()
-        return targets, views
+        if self.where is None:
+            return members if isinstance(members, list) else _as_run(members), views
+        return _as_run(self.where[members]), views
 
     def on_rejection(self, payload: np.ndarray) -> None:
         """Record that the owner could not parse the request (on a progressing thread)."""
@@ -870,15 +870,25 @@ def _all_alike(handles: list[Handle]) -> bool:
     return len(first.shape) <= 1 or list(map(_ORDER, handles)).count(first.order) == n
 
 
+def _as_run(indices: np.ndarray) -> Sequence[int]:
+    """Return ``indices`` as a ``range`` if consecutive and ascending, else as a list."""
+    n = len(indices)
+    if n and int(indices[-1]) - int(indices[0]) == n - 1 and (np.diff(indices) == 1).all():
+        return range(int(indices[0]), int(indices[0]) + n)
+    return indices.tolist()
+
+
 def _pack_views(
-    pack: Any, idx: list[int], handles: list[Handle], offsets: Any, alike: bool | None = None
+    pack: Any, idx: Sequence[int], handles: list[Handle], offsets: Any, alike: bool | None = None
 ) -> list:
     """Return views of a pack's tiles (one strided view split up when they are all alike).
 
-    ``alike`` says all of ``handles`` share dtype, shape and order (``None``: check these).
+    ``idx`` (a list or an integer array) are the tiles' positions in ``handles`` and
+    ``offsets``; ``alike`` says all of ``handles`` share dtype, shape and order (``None``:
+    check these).
     """
-    first = handles[idx[0]]
     k = len(idx)
+    first = handles[int(idx[0])]
     if alike is None:
         alike = _all_alike([handles[i] for i in idx])
     offs = np.asarray(offsets)[idx] if k > 1 else None
@@ -891,9 +901,9 @@ def _pack_views(
                 pack[int(offs[0]) :], shape=(k, first.nbytes), strides=(stride, 1)
             )
             return list(rows.view(first.dtype).reshape((k, *first.shape)))
-    offs_list = offs.tolist() if offs is not None else [offsets[idx[0]]]
+    offs_list = offs.tolist() if offs is not None else [int(offsets[int(idx[0])])]
     views = []
-    for i, off in zip(idx, offs_list, strict=True):
+    for i, off in zip(np.asarray(idx).tolist(), offs_list, strict=True):
         h = handles[i]
         views.append(pack[off : off + h.nbytes].view(h.dtype).reshape(h.shape, order=h.order))
     return views

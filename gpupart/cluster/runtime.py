@@ -381,12 +381,12 @@ class Runtime:
                 groups = [(o, np.asarray(idx)) for o, idx in by_owner.items()]
         else:
             owners = records["owner"]
-            order = np.argsort(owners, kind="stable")
-            sorted_owners = owners[order]
-            cuts = np.flatnonzero(sorted_owners[1:] != sorted_owners[:-1]) + 1
-            if not cuts.size:
+            if owners.min() == owners.max():  # one owner (the common case): no sort
                 groups = [(int(owners[0]), None)]
             else:
+                order = np.argsort(owners, kind="stable")
+                sorted_owners = owners[order]
+                cuts = np.flatnonzero(sorted_owners[1:] != sorted_owners[:-1]) + 1
                 groups = [
                     (int(sorted_owners[run[0]]), order[run])
                     for run in np.split(np.arange(len(order)), cuts)
