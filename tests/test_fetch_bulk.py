@@ -42,7 +42,7 @@ def _check_plan(nbytes, eligible, limit, status, packs, offsets, lengths):
 
 
 @pytest.mark.parametrize("status", [0, 1, 700])
-@pytest.mark.parametrize("limit", [64, 4096, 1 << 20])
+@pytest.mark.parametrize("limit", [64, 4096, 1 << 20, 8 << 20])  # 8 MiB: all in one pack
 def test_bulk_plan_keeps_every_guarantee(status, limit):
     rng = np.random.default_rng(limit + status)
     nbytes = rng.integers(0, 1500, size=3000)

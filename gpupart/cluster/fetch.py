@@ -974,6 +974,11 @@ def plan_packs_bulk(
     starts = np.cumsum(aligned)
     starts -= aligned
     starts += base
+    end = int(starts[-1]) + int(sizes[-1])
+    if end <= pack_limit:  # everything fits one pack (a bulk call's usual chunk): no cutting
+        offsets[idx] = starts
+        pack_of[idx] = 0
+        return pack_of, offsets, [end]
     span = max(pack_limit - int(sizes.max()), 1)
     cut = starts // span  # non-decreasing: the piece of the line each item starts in
     first = np.empty(len(cut), dtype=bool)
