@@ -712,12 +712,14 @@ class FetchBatch(Operation):
             self._status_request = self._pack_requests[0]
         if not send_first:
             self._send = transport.send(owner, tag, self._request_bytes)
-        if isinstance(self.pack_of, np.ndarray):  # large batches: vectorised bookkeeping
+        if not self.packs:  # every tile travels alone
+            self._pack_members = []
+        elif isinstance(self.pack_of, np.ndarray):  # large batches: vectorised bookkeeping
             # Packed items come in pack order: pack j's are a run of the packed ones.
             packed = np.flatnonzero(self.pack_of >= 0)
             bounds = np.searchsorted(self.pack_of[packed], np.arange(len(self.packs) + 1))
             self._pack_members = np.split(packed, bounds[1:-1])
-        elif self.packs:
+        else:
             members: list[list[int]] = [[] for _ in self.packs]
             for i, pack in enumerate(self.pack_of):
                 if pack >= 0:

@@ -150,6 +150,17 @@ for label, hs, first, kind_of in (
                 order,
             )
 
+# 3c. A bulk request whose tiles all travel alone (just above the pack threshold; 100 of
+# them fit one request's bytes): no packs at all.
+alone_tiles = [values(rank, 3000 + i, "uint8", (70_000,)) for i in range(100)]
+alone_table = rt.allgather([rt.put(a) for a in alone_tiles])
+got = rt.get(alone_table[right], timeout=120)
+futures = rt.fetch(alone_table[right])
+for i, (arr, fut) in enumerate(zip(got, futures, strict=True)):
+    want_alone = values(right, 3000 + i, "uint8", (70_000,))
+    check_tile(f"alone tile {i} of rank {right}", arr, want_alone)
+    check_tile(f"alone tile {i} of rank {right} (fetch)", fut.result(120), want_alone)
+
 # 4. More tiles than one request carries (4,096): the call is cut into several requests.
 many = [np.full(3, rank * 100_000 + i, dtype=np.int32) for i in range(5000)]
 many_table = rt.allgather([rt.put(a) for a in many])
