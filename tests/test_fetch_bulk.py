@@ -352,3 +352,37 @@ def test_odd_handles_have_no_record_and_say_why():
     assert handle_records([good, "not a handle"]) is None
     assert handle_records([good, None]) is None
     assert len(handle_records([])) == 0
+
+
+def test_out_buffers_are_checked_a_list_at_a_time_only_when_all_fit():
+    from gpupart.cluster.runtime import _outs_fit
+
+    def handles(specs):
+        out = []
+        for i, (shape, dtype, order) in enumerate(specs):
+            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            loc = gpupart.Location.parse(0)
+            out.append(gpupart.Handle(1, i, np.dtype(dtype).str, shape, nbytes, loc, order))
+        return out
+
+    c_tiles = handles([((4, 3), "float64", "C")] * 70)
+    f_tiles = handles([((4, 3), "float64", "F")] * 70)
+    fits = [np.empty((4, 3)) for _ in range(70)]
+    assert _outs_fit(c_tiles, fits, handle_records(c_tiles))
+    fortran = [np.asfortranarray(b) for b in fits]
+    assert _outs_fit(f_tiles, fortran, handle_records(f_tiles))
+    assert not _outs_fit(c_tiles, fortran, handle_records(c_tiles))  # F buffers for C tiles
+    readonly = np.empty((4, 3))
+    readonly.setflags(write=False)
+    odd = [
+        None,  # partial out=: checked one by one
+        readonly,
+        np.empty((3, 4)),
+        np.empty((4, 3), np.float32),
+        np.empty((4, 6))[:, ::2],  # not contiguous
+        np.empty(12).reshape(4, 3).view(np.int64),  # another dtype, same bytes
+    ]
+    for bad in odd:
+        assert not _outs_fit(c_tiles, [*fits[:69], bad], handle_records(c_tiles)), bad
+    mixed = handles([((4, 3), "float64", "C")] * 69 + [((12,), "float64", "C")])
+    assert not _outs_fit(mixed, [*fits[:69], np.empty(12)], handle_records(mixed))

@@ -230,6 +230,13 @@ def test_get_with_out_copies_a_local_tile(rt):
     assert got[0] is tile and got[1] is outs[1]
 
 
+def _outs(n: int, bad: object, at: int = 70) -> list:
+    """``n`` fitting int16 buffers of 10 elements with ``bad`` at index ``at``."""
+    outs: list = [np.empty(10, np.int16) for _ in range(n)]
+    outs[at] = bad
+    return outs
+
+
 def test_get_and_fetch_argument_errors_name_the_item(rt):
     h = rt.put(np.arange(10, dtype=np.int16))
     f = rt.put(np.asfortranarray(np.ones((3, 4))))
@@ -254,6 +261,11 @@ def test_get_and_fetch_argument_errors_name_the_item(rt):
         (TypeError, dict(handles=[h] * 80 + [42]), "handles[80]"),
         (ValueError, dict(handles=[h] * 80 + [dataclasses.replace(h, job="x")]), "handles[80]"),
         (ValueError, dict(handles=[h] * 80 + [dataclasses.replace(h, owner=-1)]), "[80].owner"),
+        # out= for a bulk list: checked a list at a time, the culprit still named.
+        (ValueError, dict(handles=[h] * 80, out=_outs(80, readonly)), "out[70]: expected a w"),
+        (ValueError, dict(handles=[h] * 80, out=_outs(80, np.empty(10, np.int32))), "out[70]"),
+        (ValueError, dict(handles=[h] * 80, out=_outs(80, np.empty(20, np.int16)[::2])), "non-c"),
+        (TypeError, dict(handles=[h] * 80, out=_outs(80, "buffer")), "out[70]"),
     ]
     for error, kwargs, needle in cases:
         for method in (rt.get, rt.fetch):

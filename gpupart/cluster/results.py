@@ -83,6 +83,8 @@ class FutureSink:
     """Delivers tiles to one future each (``Runtime.fetch``); cancelled futures are skipped."""
 
     __slots__ = ("_shared", "futures")
+    #: Callers may cancel a tile (its future) while it is in flight.
+    cancellable = True
 
     def __init__(self, futures: list[Future]) -> None:
         self.futures = futures
@@ -143,6 +145,8 @@ class ResultList:
     """The tiles of one ``Runtime.get``: values and errors by index, no object per tile."""
 
     __slots__ = ("errors", "values")
+    #: Nothing cancels a tile of a ``get``: only failures end one early.
+    cancellable = False
 
     def __init__(self, n: int) -> None:
         self.values: list[Any] = [None] * n

@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import itertools
 import logging
+import operator
 import os
 import threading
 import time
@@ -459,9 +460,10 @@ class Runtime:
             raise ValueError(
                 f"out: expected {len(handles)} buffers (one per handle), found {len(outs)}"
             )
-        for i, (h, buf) in enumerate(zip(handles, outs, strict=True)):
-            if buf is not None:
-                _check_out(i, h, buf)
+        if records is None or not _outs_fit(handles, outs, records):
+            for i, (h, buf) in enumerate(zip(handles, outs, strict=True)):
+                if buf is not None:
+                    _check_out(i, h, buf)  # names the first buffer that does not fit
         return outs, records
 
     def _check_each_handle(self, handles: list[Any]) -> None:
@@ -705,6 +707,45 @@ def _chunk_bounds(nbytes: np.ndarray, limit: int, max_items: int) -> list[int]:
         start = min(max(stop, start + 1), start + max_items, n)
         bounds.append(start)
     return bounds
+
+
+_SHAPE = operator.attrgetter("shape")
+_DTYPE = operator.attrgetter("dtype")
+_STRIDES = operator.attrgetter("strides")
+_WRITEABLE = operator.attrgetter("flags.writeable")
+
+
+def _outs_fit(handles: list[Handle], outs: list[Any], records: np.ndarray) -> bool:
+    """Whether ``out`` buffers all fit their handles, checked a list at a time.
+
+    Only for the common bulk case: tiles alike (one dtype, shape and order) and every
+    buffer a writable NumPy array with their contiguous strides. False means "check each"
+    (which accepts what this does not know, such as relaxed strides, and names a culprit).
+    """
+    kinds, sizes = records["kind"], records["nbytes"]
+    if not ((kinds == kinds[0]).all() and (sizes == sizes[0]).all()):
+        return False
+    if set(map(type, outs)) != {np.ndarray}:
+        return False
+    h, n = handles[0], len(outs)
+    dtype = np.dtype(h.dtype)
+    strides = _contiguous_strides(h.shape, dtype.itemsize, h.order)
+    return (
+        list(map(_SHAPE, outs)).count(h.shape) == n
+        and list(map(_DTYPE, outs)).count(dtype) == n
+        and list(map(_STRIDES, outs)).count(strides) == n
+        and all(map(_WRITEABLE, outs))
+    )
+
+
+def _contiguous_strides(shape: tuple[int, ...], itemsize: int, order: str) -> tuple[int, ...]:
+    """Strides of a C- (or F-) contiguous array of ``shape``."""
+    dims = shape if order == "F" else shape[::-1]
+    strides, step = [], itemsize
+    for dim in dims:
+        strides.append(step)
+        step *= dim
+    return tuple(strides if order == "F" else strides[::-1])
 
 
 def _check_out(i: int, h: Handle, buf: Any) -> None:

@@ -195,6 +195,14 @@ held = got[::7]  # some tiles of that pack stay with the caller; the others are 
 got = rt.get(in_order[::-1], timeout=120)
 for k, arr in zip([k for k in range(3000) if k != 1500][::-1], got, strict=True):
     expect(np.array_equal(arr, want_rows[k]), f"row {k} of rank {right} (reversed)")
+# Into out= buffers, the freed row among them: get raises, the freed row's buffer keeps what
+# the caller put there, every other buffer holds its row.
+row_outs = list(np.full((3000, 64), -1.0))
+err = raises(gpupart.TileNotFoundError, lambda: rt.get(rows_table[right], out=row_outs))
+expect(err.owner == right, f"the freed row's owner is named: {err}")
+expect((row_outs[1500] == -1.0).all(), "a failed tile's out= buffer is left alone")
+for k in kept_rows:
+    expect(np.array_equal(row_outs[k], want_rows[k]), f"row {k} of rank {right} (out=)")
 futures = rt.fetch(rows_table[right])
 concurrent.futures.wait(futures, timeout=120)
 expect(isinstance(futures[1500].exception(), gpupart.TileNotFoundError), "freed row fails")
