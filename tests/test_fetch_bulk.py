@@ -386,3 +386,20 @@ def test_out_buffers_are_checked_a_list_at_a_time_only_when_all_fit():
         assert not _outs_fit(c_tiles, [*fits[:69], bad], handle_records(c_tiles)), bad
     mixed = handles([((4, 3), "float64", "C")] * 69 + [((12,), "float64", "C")])
     assert not _outs_fit(mixed, [*fits[:69], np.empty(12)], handle_records(mixed))
+
+
+def test_attaching_an_event_makes_owners_check_readiness():
+    from gpupart.cluster.tiles import Tile, TileStore
+
+    store = TileStore(owner=0)
+    array = np.arange(4)
+    tile_id = store.add(Tile(array, array.view(np.uint8), array.nbytes))
+    assert not store.has_events  # owners skip the readiness scan
+
+    class Pending:
+        done = False
+
+    store.attach_event(tile_id, Pending())
+    assert store.has_events and not store.get(tile_id).ready()
+    with pytest.raises(gpupart.TileNotFoundError):
+        store.attach_event(tile_id + 1, Pending())

@@ -178,6 +178,20 @@ class TileStore:
                 self.has_device_tiles = True
         return tile_id
 
+    def attach_event(self, tile_id: int, event: Any) -> None:
+        """Make a registered tile wait for ``event`` (its producer's work) before it is sent.
+
+        Owners skip the readiness check while no tile has an event, so setting
+        ``Tile.event`` directly would go unnoticed.
+        """
+        with self._lock:
+            tile = self._tiles.get(tile_id)
+            if tile is None:
+                raise TileNotFoundError(self.owner, tile_id)
+            tile.event = event
+            if event is not None:
+                self.has_events = True
+
     def get(self, tile_id: int) -> Tile:
         """Look up a tile; :class:`~gpupart.TileNotFoundError` if unknown or freed."""
         with self._lock:
