@@ -193,6 +193,26 @@ def test_future_sink_completes_many_futures_like_set_result():
     assert futures[2].cancelled() and isinstance(futures[3].exception(), LookupError)
     sink.fail_pending(range(6), RuntimeError("late"))  # nothing pending is left: no effect
     assert [f.result() for f in (futures[0], futures[5])] == ["a", "f"]
+    # The cancelled one was reported to wait() too (an executor's job), which otherwise hangs.
+    assert not concurrent.futures.wait(futures, timeout=5).not_done
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_claimed_futures_cannot_be_cancelled_and_skip_failed_ones(shared):
+    futures = (
+        futures_sharing_condition(5) if shared else [concurrent.futures.Future() for _ in range(5)]
+    )
+    sink = FutureSink(futures)
+    assert futures[1].cancel()
+    futures[2].set_exception(gpupart.TileNotFoundError(0, 2))
+    assert sink.claim([0, 1, 2, 3]) == [0, 3]  # positions of the live ones
+    assert futures[0].running() and not futures[0].cancel()  # claimed: too late to cancel
+    assert futures[4].cancel()  # not claimed
+    sink.set_results([0, 3], ["a", "d"])
+    assert [futures[0].result(), futures[3].result()] == ["a", "d"]
+    sink.fail_pending(range(5), RuntimeError("late"))
+    assert futures[1].cancelled() and isinstance(futures[2].exception(), LookupError)
+    assert not concurrent.futures.wait(futures, timeout=5).not_done
 
 
 def test_result_list_takes_runs_and_scattered_indices_and_raises_the_first_error():

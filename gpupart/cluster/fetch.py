@@ -824,16 +824,23 @@ class FetchBatch(Operation):
             sink.set_results(targets, views)
             return
         chosen = [outs[i] for i in index_list]
-        if (
-            not sink.cancellable
-            and type(views[0]) is np.ndarray
-            and set(map(type, chosen)) == {np.ndarray}  # no None, no device array
-            and not self.status[members].any()  # no tile failed
-        ):  # the common case: host copies and one list assignment, no test per tile
-            for out, view in zip(chosen, views, strict=True):
-                out[...] = view
-            sink.set_results(targets, chosen)
-            return
+        if type(views[0]) is np.ndarray and set(map(type, chosen)) == {np.ndarray}:
+            # The common case: host copies and one delivery, no test per tile.
+            if sink.cancellable:  # futures: claim the live ones (running: not cancellable)
+                keep = sink.claim(targets)
+                if len(keep) < len(chosen):
+                    targets, chosen, views = (
+                        [seq[k] for k in keep] for seq in (targets, chosen, views)
+                    )
+                fast = True
+            else:  # a get's tiles end early only when the owner failed them
+                fast = not self.status[members].any()
+            if fast:
+                for out, view in zip(chosen, views, strict=True):
+                    out[...] = view
+                if chosen:
+                    sink.set_results(targets, chosen)
+                return
         delivered, values = [], []
         for index, target, view in zip(index_list, targets, views, strict=True):
             if sink.done(target):  # failed (status) or cancelled by the caller

@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from concurrent.futures._base import FINISHED, PENDING
+from concurrent.futures._base import CANCELLED, FINISHED, PENDING, RUNNING
 from typing import Any
 
 __all__ = ["FutureSink", "ProgressingFuture", "ResultList", "futures_sharing_condition"]
@@ -63,20 +63,33 @@ def futures_sharing_condition(
     if not all(hasattr(probe, name) for name in _FUTURE_FIELDS):
         return [probe] + [Future() for _ in range(n - 1)] if n else []
     condition = threading.Condition()
-    state = probe._state  # PENDING
+    shared = {
+        "_help": helper,
+        "_condition": condition,
+        "_state": probe._state,  # PENDING
+        "_result": None,
+        "_exception": None,
+    }
     futures = []
     new = ProgressingFuture.__new__
     for _ in range(n):
         fut = new(ProgressingFuture)
-        fut._help = helper
-        fut._condition = condition
-        fut._state = state
-        fut._result = None
-        fut._exception = None
-        fut._waiters = []
-        fut._done_callbacks = []
+        state = fut.__dict__
+        state.update(shared)
+        state["_waiters"] = []
+        state["_done_callbacks"] = []
         futures.append(fut)
     return futures
+
+
+def _notify_cancelled(fut: Future) -> None:
+    """Tell ``wait``/``as_completed`` about a future its caller cancelled.
+
+    That is an executor's job (``set_running_or_notify_cancel``): until it is done, a
+    cancelled future counts as pending there and ``concurrent.futures.wait`` would hang.
+    """
+    if getattr(fut, "_state", None) == CANCELLED:
+        fut.set_running_or_notify_cancel()
 
 
 class FutureSink:
@@ -100,12 +113,42 @@ class FutureSink:
         fut = self.futures[index]
         if not fut.done():
             fut.set_result(value)
+        else:
+            _notify_cancelled(fut)
 
     def set_exception(self, index: int, exc: BaseException) -> None:
         """Fail one tile (ignored if its future is already done or cancelled)."""
         fut = self.futures[index]
         if not fut.done():
             fut.set_exception(exc)
+        else:
+            _notify_cancelled(fut)
+
+    def claim(self, indices: Sequence[int]) -> list[int]:
+        """Mark the still-pending tiles of ``indices`` running; return their positions.
+
+        A running future can no longer be cancelled, so a tile claimed here may be copied
+        into its caller's ``out`` buffer; failed and cancelled ones are left out.
+        """
+        futures = self.futures
+        claimed = []
+        if not self._shared:
+            for k, index in enumerate(indices):
+                fut = futures[index]
+                if not fut.done() and fut.set_running_or_notify_cancel():
+                    claimed.append(k)
+                else:
+                    _notify_cancelled(fut)
+            return claimed
+        with futures[0]._condition:
+            for k, index in enumerate(indices):
+                fut = futures[index]
+                if fut._state == PENDING:
+                    fut._state = RUNNING
+                    claimed.append(k)
+                elif fut._state == CANCELLED:
+                    fut.set_running_or_notify_cancel()
+        return claimed
 
     def set_results(self, indices: Sequence[int], values: Sequence[Any]) -> None:
         """Deliver many tiles: under one hold of the shared condition, with one wake-up."""
@@ -119,7 +162,9 @@ class FutureSink:
         with condition:
             for index, value in zip(indices, values, strict=True):
                 fut = futures[index]
-                if fut._state != PENDING:  # failed, cancelled, or done already
+                if fut._state != PENDING and fut._state != RUNNING:  # failed, cancelled, done
+                    if fut._state == CANCELLED:
+                        fut.set_running_or_notify_cancel()
                     continue
                 fut._result = value
                 fut._state = FINISHED

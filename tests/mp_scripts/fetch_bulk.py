@@ -203,6 +203,17 @@ expect(err.owner == right, f"the freed row's owner is named: {err}")
 expect((row_outs[1500] == -1.0).all(), "a failed tile's out= buffer is left alone")
 for k in kept_rows:
     expect(np.array_equal(row_outs[k], want_rows[k]), f"row {k} of rank {right} (out=)")
+# The same with futures, some cancelled at once: cancelled ones leave their buffers alone.
+row_outs = list(np.full((3000, 64), -1.0))
+futures = rt.fetch(rows_table[right], out=row_outs)
+cancelled = {k for k in range(0, 3000, 11) if futures[k].cancel()}
+concurrent.futures.wait(futures, timeout=120)
+for k, fut in enumerate(futures):
+    if k in cancelled or k == 1500:
+        expect((row_outs[k] == -1.0).all(), f"row {k}: a cancelled or failed tile's buffer")
+    else:
+        expect(fut.result() is row_outs[k], f"row {k} delivered in its out= buffer")
+        expect(np.array_equal(row_outs[k], want_rows[k]), f"row {k} of rank {right} (fetch)")
 futures = rt.fetch(rows_table[right])
 concurrent.futures.wait(futures, timeout=120)
 expect(isinstance(futures[1500].exception(), gpupart.TileNotFoundError), "freed row fails")
