@@ -708,6 +708,8 @@ class FetchBatch(Operation):
                 item.request = transport.recv(
                     make_tag(Kind.DATA, owner, item_seq0 + item.index), item.target
                 )
+        if self._alone and self.sink.cancellable:  # their bytes are on the way: running
+            self.sink.claim([self._global(item.index) for item in self._alone])
         if self.status_in_pack:
             self._status_request = self._pack_requests[0]
         if not send_first:
@@ -782,9 +784,8 @@ class FetchBatch(Operation):
                     break
                 UCXTransport.check(item.request)
                 item.request = None
-            index = self._global(item.index)
-            if not sink.done(index):
-                sink.set_result(index, item.result)
+            # (a no-op for a failed tile; a cancelled future is reported to its waiters)
+            sink.set_result(self._global(item.index), item.result)
             alone.popleft()
         if alone or any(m is not None for m in self._pack_members):
             return False
@@ -824,28 +825,26 @@ class FetchBatch(Operation):
             sink.set_results(targets, views)
             return
         chosen = [outs[i] for i in index_list]
-        if type(views[0]) is np.ndarray and set(map(type, chosen)) == {np.ndarray}:
-            # The common case: host copies and one delivery, no test per tile.
-            if sink.cancellable:  # futures: claim the live ones (running: not cancellable)
-                keep = sink.claim(targets)
-                if len(keep) < len(chosen):
-                    targets, chosen, views = (
-                        [seq[k] for k in keep] for seq in (targets, chosen, views)
-                    )
-                fast = True
-            else:  # a get's tiles end early only when the owner failed them
-                fast = not self.status[members].any()
-            if fast:
-                for out, view in zip(chosen, views, strict=True):
-                    out[...] = view
-                if chosen:
-                    sink.set_results(targets, chosen)
+        # Keep the tiles still wanted. Futures are claimed (running: no longer cancellable;
+        # cancelled ones are reported to their waiters); a get's tiles end early only when
+        # the owner failed them.
+        if sink.cancellable:
+            keep = sink.claim(targets)
+        elif self.status[members].any():
+            keep = [k for k, target in enumerate(targets) if not sink.done(target)]
+        else:
+            keep = None
+        if keep is not None and len(keep) < len(chosen):
+            if not keep:
                 return
-        delivered, values = [], []
-        for index, target, view in zip(index_list, targets, views, strict=True):
-            if sink.done(target):  # failed (status) or cancelled by the caller
-                continue
-            out = outs[index]
+            targets, chosen, views = ([seq[k] for k in keep] for seq in (targets, chosen, views))
+        if type(views[0]) is np.ndarray and set(map(type, chosen)) == {np.ndarray}:
+            for out, view in zip(chosen, views, strict=True):  # the common case: host copies
+                out[...] = view
+            sink.set_results(targets, chosen)
+            return
+        values = []
+        for out, view in zip(chosen, views, strict=True):
             if out is None:
                 values.append(view)
             elif type(out) is np.ndarray and type(view) is np.ndarray:
@@ -853,9 +852,7 @@ class FetchBatch(Operation):
                 values.append(out)
             else:
                 values.append(copy_into(out, view))
-            delivered.append(target)
-        if delivered:
-            sink.set_results(delivered, values)
+        sink.set_results(targets, values)
 
     def _done(self) -> None:
         if not self.finished:

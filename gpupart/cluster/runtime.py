@@ -306,7 +306,10 @@ class Runtime:
         Small tiles (``pack_threshold``) travel packed: without ``out`` they are views of
         the received pack, with ``out`` they are copied from it. Errors (unknown or freed
         tile, lost owner, timeout) are set on the futures; waiting on a future progresses
-        the transport from the waiting thread.
+        the transport from the waiting thread. ``Future.cancel()`` succeeds for a tile whose
+        bytes are not yet being moved into its result (a packed tile until its pack has
+        arrived; a larger tile is running as soon as its receive is posted): a cancelled
+        tile's ``out`` buffer is left alone.
         """
         self._check_open()
         handles = [handles] if isinstance(handles, Handle) else list(handles)

@@ -160,6 +160,14 @@ for i, (arr, fut) in enumerate(zip(got, futures, strict=True)):
     want_alone = values(right, 3000 + i, "uint8", (70_000,))
     check_tile(f"alone tile {i} of rank {right}", arr, want_alone)
     check_tile(f"alone tile {i} of rank {right} (fetch)", fut.result(120), want_alone)
+# Their receives are posted straight into the out= buffers: running, too late to cancel.
+alone_outs = [np.empty(70_000, np.uint8) for _ in range(100)]
+futures = rt.fetch(alone_table[right], out=alone_outs)
+expect(not any(f.cancel() for f in futures), "a tile whose receive is posted is running")
+expect(not concurrent.futures.wait(futures, timeout=120).not_done, "every future completes")
+for i, fut in enumerate(futures):
+    expect(fut.result() is alone_outs[i], f"alone tile {i} delivered in its out= buffer")
+    check_tile(f"alone tile {i} (out=)", alone_outs[i], values(right, 3000 + i, "uint8", (70_000,)))
 
 # 4. More tiles than one request carries (4,096): the call is cut into several requests.
 many = [np.full(3, rank * 100_000 + i, dtype=np.int32) for i in range(5000)]
