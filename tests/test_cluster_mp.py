@@ -70,6 +70,13 @@ def test_bulk_batches_with_faults_deliver_every_good_tile(n):
 
 
 @pytest.mark.parametrize("n", SIZES)
+def test_random_calls_keep_every_invariant(n):
+    rc, out, err = run_job(n, "fetch_random.py")
+    done = check_done(n, rc, out, err)
+    assert all(d["calls"] == 8 and d["tiles"] >= 8 for d in done)
+
+
+@pytest.mark.parametrize("n", SIZES)
 def test_out_buffers_and_argument_errors(n):
     rc, out, err = run_job(n, "fetch_out.py")
     done = check_done(n, rc, out, err)
