@@ -74,10 +74,10 @@ def futures_sharing_condition(
     new = ProgressingFuture.__new__
     for _ in range(n):
         fut = new(ProgressingFuture)
-        state = fut.__dict__
-        state.update(shared)
-        state["_waiters"] = []
-        state["_done_callbacks"] = []
+        attrs = fut.__dict__
+        attrs.update(shared)
+        attrs["_waiters"] = []
+        attrs["_done_callbacks"] = []
         futures.append(fut)
     return futures
 

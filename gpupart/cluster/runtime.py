@@ -445,7 +445,7 @@ class Runtime:
         """Check handles and ``out``; return the ``out`` list and (many handles) their records.
 
         The list is None when no ``out`` was given; the records (see
-        :func:`~gpupart.cluster.tiles.handle_records`) when there are few handles.
+        :func:`~gpupart.cluster.tiles.handle_records`) are None for a few handles.
         """
         records = None
         if len(handles) > _VECTOR_BATCH:  # whole-list checks; the loop below names a culprit
