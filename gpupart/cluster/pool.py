@@ -103,7 +103,10 @@ class ReceivePool:
         self._free: dict[int, list[np.ndarray]] = {}
         self._kept = 0
         self._closed = False
-        self._lock = threading.Lock()
+        # Re-entrant: a block can come back from inside a locked section of this very thread
+        # (a garbage collection that an allocation under the lock triggers may drop a pack's
+        # last view, and its finalizer returns the block).
+        self._lock = threading.RLock()
 
     @property
     def kept(self) -> int:
