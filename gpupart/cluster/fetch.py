@@ -11,7 +11,11 @@ The owner's progress thread answers with a *status* message (one byte per tile) 
 sends each tile from the tile's own memory once the tile's ready event has completed: large
 tiles one message each, zero-copy; small tiles (``<= pack_threshold`` bytes) gathered into
 *packs* so that thousands of small tiles cost a few messages and a few vectorised copies,
-not thousands of per-message Python steps.
+not thousands of per-message Python steps. The consumer makes the views of a pack's tiles
+while the owner works (they do not depend on the bytes), receives packs of 1 MiB or more
+into memory from its :class:`~gpupart.cluster.pool.ReceivePool`, and delivers a pack that
+lands with one assignment (``get``) or one lock (``fetch``: futures are claimed, i.e. made
+running and no longer cancellable, before their ``out`` buffers are written).
 
 Wire format (little-endian), tags from :mod:`gpupart.cluster.tags`:
 
