@@ -298,7 +298,7 @@ def test_receive_pool_keeps_at_most_its_capacity_and_nothing_after_close():
 def test_a_block_can_come_back_while_its_pool_is_locked_by_the_same_thread():
     pool = ReceivePool()
     pack = pool.empty(100)
-    with pool._lock:  # as when a collection under the lock drops a pack's last view
+    with pool._blocks.lock:  # as when a collection under the lock drops a pack's last view
         del pack  # the finalizer returns the block on this thread, here and now
     assert pool.kept == 1 << 16
 
