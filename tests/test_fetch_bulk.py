@@ -226,6 +226,14 @@ def test_result_list_takes_runs_and_scattered_indices_and_raises_the_first_error
     with pytest.raises(KeyError, match="2"):
         results.result()
     assert results.done(4) and results.done(0)
+    # A run is a range; a list whose ends look like a run is still placed item by item.
+    results = ResultList(5)
+    results.set_results(range(1, 3), ["b", "c"])
+    results.set_results([0, 4, 3], ["a", "e", "d"])
+    assert results.result() == ["a", "b", "c", "d", "e"]
+    results = ResultList(4)
+    results.set_results([0, 2, 1, 3], ["a", "c", "b", "d"])
+    assert results.result() == ["a", "b", "c", "d"]
 
 
 # -- pack buffers ------------------------------------------------------------------------------

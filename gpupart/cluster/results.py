@@ -110,19 +110,18 @@ class FutureSink:
 
     def set_result(self, index: int, value: Any) -> None:
         """Deliver one tile (ignored if its future is already done or cancelled)."""
-        fut = self.futures[index]
-        if not fut.done():
-            fut.set_result(value)
-        else:
-            _notify_cancelled(fut)
+        self._settle(index, Future.set_result, value)
 
     def set_exception(self, index: int, exc: BaseException) -> None:
         """Fail one tile (ignored if its future is already done or cancelled)."""
+        self._settle(index, Future.set_exception, exc)
+
+    def _settle(self, index: int, setter: Callable[[Future, Any], None], arg: Any) -> None:
         fut = self.futures[index]
-        if not fut.done():
-            fut.set_exception(exc)
-        else:
+        if fut.done():
             _notify_cancelled(fut)
+        else:
+            setter(fut, arg)
 
     def claim(self, indices: Sequence[int]) -> list[int]:
         """Mark the still-pending tiles of ``indices`` running; return their positions.
@@ -210,10 +209,9 @@ class ResultList:
         self.errors.setdefault(index, exc)
 
     def set_results(self, indices: Sequence[int], values: Sequence[Any]) -> None:
-        """Deliver many tiles (one slice assignment when the indices are a run)."""
-        first, count = indices[0], len(indices)
-        if indices[-1] - first == count - 1:  # ascending and contiguous
-            self.values[first : first + count] = values
+        """Deliver many tiles (one slice assignment when the indices are a ``range`` run)."""
+        if isinstance(indices, range) and indices.step == 1:
+            self.values[indices.start : indices.stop] = values
             return
         target = self.values
         for index, value in zip(indices, values, strict=True):
