@@ -439,3 +439,17 @@ def test_attaching_an_event_makes_owners_check_readiness():
     assert store.has_events and not store.get(tile_id).ready()
     with pytest.raises(gpupart.TileNotFoundError):
         store.attach_event(tile_id + 1, Pending())
+
+
+def test_pack_runs_find_each_packs_items():
+    pack_of = np.array([-1, 0, 0, -1, 1, 3, 3, -1])  # -1: sent alone; pack 2 has no item
+    packed, bounds = fetch.pack_runs(pack_of, 4)
+    assert packed.tolist() == [1, 2, 4, 5, 6]
+    assert [packed[lo:hi].tolist() for lo, hi in itertools.pairwise(bounds)] == [
+        [1, 2],
+        [4],
+        [],
+        [5, 6],
+    ]
+    packed, bounds = fetch.pack_runs(np.full(3, -1), 0)
+    assert packed.size == 0 and bounds == [0]

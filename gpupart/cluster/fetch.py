@@ -50,6 +50,7 @@ consumer then fails the batch and cancels its receives; the owner goes on servin
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import operator
 import struct
@@ -82,6 +83,7 @@ __all__ = [
     "TileServer",
     "byte_view",
     "encode_request",
+    "pack_runs",
     "parse_request",
     "plan_packs",
 ]
@@ -219,6 +221,16 @@ def parse_request(payload: np.ndarray | bytes) -> Request:
     else:
         _check_layout_bulk(request, floor)
     return request
+
+
+def pack_runs(pack_of: np.ndarray, n_packs: int) -> tuple[np.ndarray, list[int]]:
+    """Where each pack's items are, for items in pack order (the layout both sides keep).
+
+    Returns the positions of the packed items (``pack_of >= 0``) and bounds such that pack
+    ``j``'s items are ``packed[bounds[j]:bounds[j + 1]]``.
+    """
+    packed = np.flatnonzero(pack_of >= 0)
+    return packed, np.searchsorted(pack_of[packed], np.arange(n_packs + 1)).tolist()
 
 
 def _bad_item(pack: int, size: int, offset: int, length: int) -> ProtocolViolationError:
@@ -472,10 +484,8 @@ class _ServeBatch(Operation):
         on_device = self.server.store.has_device_tiles and any(
             t is not None and type(t.data) is not np.ndarray for t in tiles
         )
-        packed = np.flatnonzero(packs >= 0)
         n_packs = len(req.pack_lengths)
-        # Packed items are in pack order (checked): pack j's are packed[bounds[j]:bounds[j+1]].
-        bounds = np.searchsorted(packs[packed], np.arange(n_packs + 1)).tolist()
+        packed, bounds = pack_runs(packs, n_packs)  # the layout was checked: pack order
         all_packed = len(packed) == len(packs)
         if on_device:
             datas = [None if t is None else t.data for t in tiles]
@@ -721,10 +731,8 @@ class FetchBatch(Operation):
         if not self.packs:  # every tile travels alone
             self._pack_members = []
         elif isinstance(self.pack_of, np.ndarray):  # large batches: vectorised bookkeeping
-            # Packed items come in pack order: pack j's are a run of the packed ones.
-            packed = np.flatnonzero(self.pack_of >= 0)
-            bounds = np.searchsorted(self.pack_of[packed], np.arange(len(self.packs) + 1))
-            self._pack_members = np.split(packed, bounds[1:-1])
+            packed, bounds = pack_runs(self.pack_of, len(self.packs))
+            self._pack_members = [packed[lo:hi] for lo, hi in itertools.pairwise(bounds)]
         else:
             members: list[list[int]] = [[] for _ in self.packs]
             for i, pack in enumerate(self.pack_of):
