@@ -17,7 +17,7 @@ import gpupart
 from gpupart.cluster import fetch
 from gpupart.cluster.pool import HostBufferPool, ReceivePool
 from gpupart.cluster.results import FutureSink, ResultList, futures_sharing_condition
-from gpupart.cluster.tiles import HANDLE_RECORD, handle_records, record_problem
+from gpupart.cluster.tiles import HANDLE_RECORD, handle_records, record_problem, records_alike
 
 # -- planning ---------------------------------------------------------------------------------
 
@@ -359,6 +359,7 @@ def test_handle_records_hold_the_fields_and_the_kind():
     assert records["job"].tolist() == [hash("")] * 5 + [hash("job-a")]
     kinds = records["kind"].tolist()
     assert kinds[0] == kinds[1] == kinds[5] and len(set(kinds[1:5])) == 4
+    assert records_alike(records[[0, 1, 5]]) and not records_alike(records[[0, 2]])
 
 
 def test_handle_records_are_made_again_in_each_copy_and_stay_out_of_eq_and_repr():

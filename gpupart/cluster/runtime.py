@@ -44,6 +44,7 @@ from gpupart.cluster.tiles import (
     copy_into,
     handle_records,
     record_problem,
+    records_alike,
 )
 from gpupart.errors import (
     CommTimeoutError,
@@ -544,8 +545,7 @@ class Runtime:
         if records is not None:  # large batches: vectorised planning, bookkeeping in arrays
             tile_ids: Any = np.ascontiguousarray(records["tile_id"])
             nbytes: Any = np.ascontiguousarray(records["nbytes"])
-            kinds = records["kind"]
-            alike = bool((kinds == kinds[0]).all() and (nbytes == nbytes[0]).all())
+            alike = records_alike(records)
             eligible = (nbytes > 0) & (nbytes <= opts.pack_threshold)
             if np.count_nonzero(eligible) < 2:  # a pack of one only adds two copies
                 eligible[:] = False
@@ -730,10 +730,7 @@ def _outs_fit(handles: list[Handle], outs: list[Any], records: np.ndarray) -> bo
     buffer a writable NumPy array with their contiguous strides. False means "check each"
     (which accepts what this does not know, such as relaxed strides, and names a culprit).
     """
-    kinds, sizes = records["kind"], records["nbytes"]
-    if not ((kinds == kinds[0]).all() and (sizes == sizes[0]).all()):
-        return False
-    if set(map(type, outs)) != {np.ndarray}:
+    if not records_alike(records) or set(map(type, outs)) != {np.ndarray}:
         return False
     h, n = handles[0], len(outs)
     dtype = np.dtype(h.dtype)

@@ -25,6 +25,7 @@ __all__ = [
     "copy_into",
     "handle_records",
     "record_problem",
+    "records_alike",
 ]
 
 _RECORD = struct.Struct("<qQqqq")
@@ -91,6 +92,12 @@ def handle_records(handles: Sequence[Any]) -> np.ndarray | None:
     except (AttributeError, TypeError, ValueError):
         return None
     return records if len(records) == len(handles) else None
+
+
+def records_alike(records: np.ndarray) -> bool:
+    """Whether the handles behind ``records`` share one dtype, shape, order and size."""
+    kinds, sizes = records["kind"], records["nbytes"]
+    return bool((kinds == kinds[0]).all() and (sizes == sizes[0]).all())
 
 
 _RECORD_INTS = (("owner", -(2**63), 2**63), ("tile_id", 0, 2**64), ("nbytes", -(2**63), 2**63))
