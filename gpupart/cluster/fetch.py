@@ -825,10 +825,9 @@ class FetchBatch(Operation):
     def _deliver_pack(self, j: int, members: Any) -> None:
         """Hand every tile of completed pack ``j`` to the sink (views of the pack, or out=)."""
         unpacked = self._unpacked[j] if j < len(self._unpacked) else None
-        index_list = members.tolist() if isinstance(members, np.ndarray) else members
         if unpacked is None:  # odd handles: the views raise here, failing the batch
-            views = _pack_views(self.packs[j], index_list, self.handles, self.offsets)
-            targets = index_list if self.where is None else self.where[members].tolist()
+            views = _pack_views(self.packs[j], members, self.handles, self.offsets)
+            targets = _as_run(np.asarray(members if self.where is None else self.where[members]))
         else:
             targets, views = unpacked
             self._unpacked[j] = None
@@ -836,6 +835,7 @@ class FetchBatch(Operation):
         if not self.with_outs:
             sink.set_results(targets, views)
             return
+        index_list = members.tolist() if isinstance(members, np.ndarray) else members
         chosen = [outs[i] for i in index_list]
         # Keep the tiles still wanted. Futures are claimed (running: no longer cancellable;
         # cancelled ones are reported to their waiters); a get's tiles end early only when
