@@ -59,10 +59,10 @@ _LAZY = {
     "protocol": ("gpupart.protocol", None),
     "topology": ("gpupart.topology", None),
     "backend": ("gpupart.backend", None),
-    "init": ("gpupart.cluster", "init"),
-    "runtime": ("gpupart.cluster", "current"),
-    "Runtime": ("gpupart.cluster", "Runtime"),
-    "Handle": ("gpupart.cluster", "Handle"),
+    "init": ("gpupart.core", "init"),
+    "runtime": ("gpupart.core", "current"),
+    "Runtime": ("gpupart.core", "Runtime"),
+    "Handle": ("gpupart.tiles.handles", "Handle"),
 }
 
 

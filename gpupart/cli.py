@@ -1,7 +1,7 @@
 """The ``gpupart`` command line: ``gpupart run -n N [options] -- command ...``.
 
 Also reachable as ``python -m gpupart``. Subcommands parse their arguments here and hand the
-work to a module of their own (``run`` to :class:`gpupart.launcher.Launcher`), so that
+work to a module of their own (``run`` to :class:`gpupart.job.launcher.Launcher`), so that
 ``gpupart --help`` stays fast and later subcommands (``info``) slot in beside ``run``.
 """
 
@@ -48,7 +48,7 @@ def _seconds(minimum_exclusive: bool) -> type:
 
 
 def _assignment(text: str) -> tuple[str, str]:
-    from gpupart.launcher import JOB_VARIABLES
+    from gpupart.job.launcher import JOB_VARIABLES
 
     key, sep, value = text.partition("=")
     if not sep or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) is None:
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from gpupart.errors import LaunchError
-    from gpupart.launcher import Launcher
+    from gpupart.job.launcher import Launcher
 
     command = list(args.command)
     if command and command[0] == "--":

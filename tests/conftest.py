@@ -4,7 +4,7 @@ Two ways to start a job:
 
 * :func:`run_job` runs ``python -m gpupart run -n N -- python script args`` (the real
   launcher; one failing rank stops the job);
-* :func:`start_ranks` hosts a :class:`~gpupart.cluster.coordinator.Coordinator` in the test
+* :func:`start_ranks` hosts a :class:`~gpupart.job.coordinator.Coordinator` in the test
   process and starts the ranks itself with the ``GPUPART_*`` variables that
   ``bootstrap._detect_gpupart`` reads, so that a test can kill one rank and watch the others
   (the launcher would stop them).
@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from gpupart.cluster.coordinator import Coordinator
+from gpupart.job.coordinator import Coordinator
 
 PY = sys.executable
 SCRIPTS = Path(__file__).parent / "mp_scripts"

@@ -8,8 +8,8 @@ import pytest
 
 from gpupart import BootstrapError, topology
 from gpupart.backend import CudaProbe
-from gpupart.cluster import binding
-from gpupart.cluster.options import RuntimeOptions
+from gpupart.job import binding
+from gpupart.options import RuntimeOptions
 
 
 def _gpu(index: int, cpus: tuple[int, ...]) -> topology.GpuInfo:
@@ -101,7 +101,7 @@ def test_pinning_can_be_turned_off_and_never_widens_the_allowed_cpus(
 
 
 def test_location_numa_node_of_a_cpu_only_rank(monkeypatch, four_gpus):
-    from gpupart.cluster import runtime
+    from gpupart import core as runtime
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 3})
     assert runtime._numa_of_this_cpu(four_gpus) == 1

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gpupart.cluster.bootstrap import (
+from gpupart.errors import BootstrapError
+from gpupart.job.bootstrap import (
     JobSpec,
     detect,
     exchange_via_mpi,
@@ -23,7 +24,6 @@ from gpupart.cluster.bootstrap import (
     slurm_port,
     slurm_token_file,
 )
-from gpupart.errors import BootstrapError
 
 TOKEN_HEX = "ab" * 32
 
@@ -529,8 +529,8 @@ def _mpiexec() -> str:
 
 _EXCHANGE_SCRIPT = """
 import json, os, sys
-from gpupart.cluster.bootstrap import detect, exchange_via_mpi
-from gpupart.cluster.coordinator import Coordinator, CoordinatorClient
+from gpupart.job.bootstrap import detect, exchange_via_mpi
+from gpupart.job.coordinator import Coordinator, CoordinatorClient
 from gpupart.errors import BootstrapError
 
 spec = detect()

@@ -14,10 +14,10 @@ import pytest
 from gpupart.kernels.pack import gather_host
 
 import gpupart
-from gpupart.cluster import fetch
-from gpupart.cluster.pool import HostBufferPool, ReceivePool
-from gpupart.cluster.results import FutureSink, ResultList, futures_sharing_condition
-from gpupart.cluster.tiles import HANDLE_RECORD, handle_records, record_problem, records_alike
+from gpupart.tiles import fetch
+from gpupart.tiles.handles import HANDLE_RECORD, handle_records, record_problem, records_alike
+from gpupart.tiles.pool import HostBufferPool, ReceivePool
+from gpupart.tiles.results import FutureSink, ResultList, futures_sharing_condition
 
 # -- planning ---------------------------------------------------------------------------------
 
@@ -85,7 +85,7 @@ def test_status_sized_request_round_trips_with_status_in_pack():
 
 
 def test_bulk_calls_are_cut_into_requests_by_bytes_and_count():
-    from gpupart.cluster.runtime import _chunk_bounds
+    from gpupart.core import _chunk_bounds
 
     assert _chunk_bounds(np.full(10, 100), 250, 1000) == [0, 3, 6, 9, 10]
     assert _chunk_bounds(np.full(10, 1), 1 << 20, 4) == [0, 4, 8, 10]
@@ -392,7 +392,7 @@ def test_odd_handles_have_no_record_and_say_why():
 
 
 def test_out_buffers_are_checked_a_list_at_a_time_only_when_all_fit():
-    from gpupart.cluster.runtime import _outs_fit
+    from gpupart.core import _outs_fit
 
     def handles(specs):
         out = []
@@ -426,7 +426,7 @@ def test_out_buffers_are_checked_a_list_at_a_time_only_when_all_fit():
 
 
 def test_attaching_an_event_makes_owners_check_readiness():
-    from gpupart.cluster.tiles import Tile, TileStore
+    from gpupart.tiles.handles import Tile, TileStore
 
     store = TileStore(owner=0)
     array = np.arange(4)

@@ -150,8 +150,8 @@ def test_env_prefix_and_success():
 def test_ranks_join_the_launchers_coordinator():
     code = textwrap.dedent(
         """
-        from gpupart.cluster.bootstrap import detect
-        from gpupart.cluster.coordinator import CoordinatorClient
+        from gpupart.job.bootstrap import detect
+        from gpupart.job.coordinator import CoordinatorClient
 
         spec = detect()
         assert spec.launcher == "gpupart"

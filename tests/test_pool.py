@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpupart.cluster.pool import HostBufferPool
+from gpupart.tiles.pool import HostBufferPool
 
 
 def test_buffers_are_reused_by_size_class():

@@ -24,10 +24,11 @@ import numpy as np
 import pytest
 
 import gpupart
-from gpupart.cluster import fetch, tags
-from gpupart.cluster.coordinator import COORDINATOR_RANK, Coordinator, CoordinatorClient
-from gpupart.cluster.options import RuntimeOptions
-from gpupart.cluster.tags import Kind
+from gpupart.comm import tags
+from gpupart.comm.tags import Kind
+from gpupart.job.coordinator import COORDINATOR_RANK, Coordinator, CoordinatorClient
+from gpupart.options import RuntimeOptions
+from gpupart.tiles import fetch
 
 _LAUNCH_PREFIXES = ("GPUPART_", "SLURM_", "PMI_", "PMIX_", "OMPI_", "MPI_", "MV2_")
 WAIT = 20.0  # generous bound for a thread or socket event on a loaded machine
@@ -685,7 +686,7 @@ def test_progressing_future_behaves_like_a_future():
     from concurrent.futures import Future
     from concurrent.futures import TimeoutError as FutureTimeout
 
-    from gpupart.cluster.results import ProgressingFuture, futures_sharing_condition
+    from gpupart.tiles.results import ProgressingFuture, futures_sharing_condition
 
     helped = []
     futures = futures_sharing_condition(3, lambda fut, timeout: helped.append(timeout))

@@ -14,8 +14,8 @@ import numpy as np
 from _mp import SPECS, check_tile, emit, expect, expected, make_tile, raises
 
 import gpupart
-from gpupart.cluster import fetch
-from gpupart.cluster.tags import Kind, make_tag
+from gpupart.comm.tags import Kind, make_tag
+from gpupart.tiles import fetch
 
 rt = gpupart.init()
 rank, size = rt.rank, rt.size

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from gpupart.cluster.tags import Kind, split_tag
-from gpupart.cluster.transport import UCXTransport
+from gpupart.comm.tags import Kind, split_tag
+from gpupart.comm.ucx import UCXTransport
 from gpupart.errors import CommTimeoutError, PeerLostError
 
 __all__ = ["Operation", "ProgressEngine", "SendOperation"]

@@ -1,8 +1,8 @@
 """``gpupart run``: start the ranks of a one-machine job and stop them together.
 
-:class:`Launcher` hosts the job's :class:`~gpupart.cluster.coordinator.Coordinator` on
+:class:`Launcher` hosts the job's :class:`~gpupart.job.coordinator.Coordinator` on
 ``127.0.0.1``, starts one child process per rank with the ``GPUPART_*`` variables that
-:func:`gpupart.cluster.bootstrap.detect` reads, relays their output line by line with a
+:func:`gpupart.job.bootstrap.detect` reads, relays their output line by line with a
 ``[rank]`` prefix and watches them. The first rank to fail (non-zero exit or a signal) is
 reported to the coordinator (so that the other ranks hear of it at once) and the others are
 stopped: ``SIGTERM`` to each rank's process group, ``SIGKILL`` after the grace period. A
@@ -36,12 +36,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from gpupart.cluster.coordinator import Coordinator
 from gpupart.errors import LaunchError
+from gpupart.job.coordinator import Coordinator
 
 __all__ = ["JOB_VARIABLES", "Launcher", "describe_status"]
 
-logger = logging.getLogger("gpupart.launcher")
+logger = logging.getLogger("gpupart.job.launcher")
 
 #: Variables the launcher sets for every rank (inherited values are removed first).
 JOB_VARIABLES = (

@@ -13,11 +13,11 @@ tiles one message each, zero-copy; small tiles (``<= pack_threshold`` bytes) gat
 *packs* so that thousands of small tiles cost a few messages and a few vectorised copies,
 not thousands of per-message Python steps. The consumer makes the views of a pack's tiles
 while the owner works (they do not depend on the bytes), receives packs of 1 MiB or more
-into memory from its :class:`~gpupart.cluster.pool.ReceivePool`, and delivers a pack that
+into memory from its :class:`~gpupart.tiles.pool.ReceivePool`, and delivers a pack that
 lands with one assignment (``get``) or one lock (``fetch``: futures are claimed, i.e. made
 running and no longer cancellable, before their ``out`` buffers are written).
 
-Wire format (little-endian), tags from :mod:`gpupart.cluster.tags`:
+Wire format (little-endian), tags from :mod:`gpupart.comm.tags`:
 
 Request, tag ``(REQUEST, consumer, batch)``::
 
@@ -62,11 +62,9 @@ from typing import Any
 
 import numpy as np
 
-from gpupart.cluster.engine import Operation, ProgressEngine, SendOperation
-from gpupart.cluster.pool import HostBufferPool
-from gpupart.cluster.tags import Kind, make_tag
-from gpupart.cluster.tiles import Handle, TileStore, byte_view, copy_into
-from gpupart.cluster.transport import UCXTransport
+from gpupart.comm.engine import Operation, ProgressEngine, SendOperation
+from gpupart.comm.tags import Kind, make_tag
+from gpupart.comm.ucx import UCXTransport
 from gpupart.errors import (
     FetchError,
     GpupartError,
@@ -74,6 +72,8 @@ from gpupart.errors import (
     TileNotFoundError,
 )
 from gpupart.kernels.pack import gather_host
+from gpupart.tiles.handles import Handle, TileStore, byte_view, copy_into
+from gpupart.tiles.pool import HostBufferPool
 
 logger = logging.getLogger("gpupart.fetch")
 
@@ -624,8 +624,8 @@ class FetchBatch(Operation):
     Tiles are kept as parallel arrays (handles, ``out`` buffers, ids, sizes, pack and offset
     per tile) rather than one object each, so that a batch of thousands of small tiles is
     planned, encoded and delivered with vectorised steps. The sink is shared by every batch
-    of one call (a :class:`~gpupart.cluster.results.FutureSink` for ``Runtime.fetch``, a
-    :class:`~gpupart.cluster.results.ResultList` for ``Runtime.get``) and indexed by position
+    of one call (a :class:`~gpupart.tiles.results.FutureSink` for ``Runtime.fetch``, a
+    :class:`~gpupart.tiles.results.ResultList` for ``Runtime.get``) and indexed by position
     in the call; ``where[i]`` is that position for this batch's item ``i`` (``None``: the
     same).
     """

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from gpupart import backend as backends
-from gpupart.cluster.coordinator import LEFT_REASON
-from gpupart.cluster.engine import ProgressEngine, SendOperation
-from gpupart.cluster.tags import Kind, make_tag
-from gpupart.cluster.transport import UCXTransport
+from gpupart.comm.engine import ProgressEngine, SendOperation
+from gpupart.comm.tags import Kind, make_tag
+from gpupart.comm.ucx import UCXTransport
 from gpupart.errors import CollectiveError, CommTimeoutError, PeerLostError
+from gpupart.job.coordinator import LEFT_REASON
 
 __all__ = ["REDUCE_OPS", "Collectives", "Mailbox"]
 

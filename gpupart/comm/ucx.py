@@ -19,7 +19,7 @@ import os
 import select
 from typing import Any
 
-from gpupart.cluster.tags import UNEXPECTED_MASK
+from gpupart.comm.tags import UNEXPECTED_MASK
 from gpupart.errors import TransportError
 
 __all__ = ["UCXTransport"]

@@ -18,12 +18,21 @@ import numpy as np
 
 from gpupart import backend as backends
 from gpupart import topology
-from gpupart.cluster import bootstrap
-from gpupart.cluster.binding import bind_process
-from gpupart.cluster.collectives import Collectives
-from gpupart.cluster.coordinator import COORDINATOR_RANK, Coordinator, CoordinatorClient
-from gpupart.cluster.engine import ProgressEngine
-from gpupart.cluster.fetch import (
+from gpupart.comm.collectives import Collectives
+from gpupart.comm.engine import ProgressEngine
+from gpupart.comm.tags import MAX_RANKS, Kind
+from gpupart.errors import (
+    CommTimeoutError,
+    GpupartError,
+    NotInitializedError,
+    TileNotFoundError,
+)
+from gpupart.job import bootstrap
+from gpupart.job.binding import bind_process
+from gpupart.job.coordinator import COORDINATOR_RANK, Coordinator, CoordinatorClient
+from gpupart.location import Location
+from gpupart.options import RuntimeOptions
+from gpupart.tiles.fetch import (
     SIZE_MISMATCH,
     AloneItem,
     FetchBatch,
@@ -32,11 +41,7 @@ from gpupart.cluster.fetch import (
     plan_packs,
     plan_packs_bulk,
 )
-from gpupart.cluster.options import RuntimeOptions
-from gpupart.cluster.pool import ReceivePool
-from gpupart.cluster.results import FutureSink, ResultList, futures_sharing_condition
-from gpupart.cluster.tags import MAX_RANKS, Kind
-from gpupart.cluster.tiles import (
+from gpupart.tiles.handles import (
     Handle,
     Tile,
     TileStore,
@@ -46,13 +51,8 @@ from gpupart.cluster.tiles import (
     record_problem,
     records_alike,
 )
-from gpupart.errors import (
-    CommTimeoutError,
-    GpupartError,
-    NotInitializedError,
-    TileNotFoundError,
-)
-from gpupart.location import Location
+from gpupart.tiles.pool import ReceivePool
+from gpupart.tiles.results import FutureSink, ResultList, futures_sharing_condition
 
 __all__ = ["Runtime", "current", "init"]
 
@@ -143,7 +143,7 @@ class Runtime:
     # -- joining --------------------------------------------------------------------------
 
     def _join(self, spec: bootstrap.JobSpec) -> None:
-        from gpupart.cluster.transport import UCXTransport
+        from gpupart.comm.ucx import UCXTransport
 
         options = self.options
         self._transport = transport = UCXTransport(config=dict(options.ucx_config))
@@ -373,7 +373,7 @@ class Runtime:
     ) -> list[FetchBatch]:
         """Serve local handles now and send one request per remote owner (into ``sink``).
 
-        ``records`` (many handles) are their :func:`~gpupart.cluster.tiles.handle_records`.
+        ``records`` (many handles) are their :func:`~gpupart.tiles.handles.handle_records`.
         """
         groups: list[tuple[int, np.ndarray | None]]
         if records is None:  # few handles: group them in plain Python
@@ -446,7 +446,7 @@ class Runtime:
         """Check handles and ``out``; return the ``out`` list and (many handles) their records.
 
         The list is None when no ``out`` was given; the records (see
-        :func:`~gpupart.cluster.tiles.handle_records`) are None for a few handles.
+        :func:`~gpupart.tiles.handles.handle_records`) are None for a few handles.
         """
         records = None
         if len(handles) > _VECTOR_BATCH:  # whole-list checks; the loop below names a culprit
@@ -850,7 +850,7 @@ def init(**options: Any) -> Runtime:
     """Join this process's gpupart job (or return the runtime it already joined).
 
     Rank and size come from the gpupart launcher, Slurm, MPI, or default to a world of one
-    process. Keyword options are those of :class:`~gpupart.cluster.options.RuntimeOptions`.
+    process. Keyword options are those of :class:`~gpupart.options.RuntimeOptions`.
     """
     return _registry.get_or_start(options)
 

@@ -84,7 +84,7 @@ class JobSpec:
     secret (under ``'mpi'`` only rank 0 holds it before the exchange).
 
     When ``serve_coordinator`` is true this process hosts the job's
-    :class:`~gpupart.cluster.coordinator.Coordinator` with ``token``, listening on
+    :class:`~gpupart.job.coordinator.Coordinator` with ``token``, listening on
     ``bind_host`` at ``coordinator[1]`` (or any free port while ``coordinator`` is
     ``None``), then joins it like every other rank.
     """
@@ -749,7 +749,7 @@ def exchange_via_mpi(
     """Complete an ``'mpi'`` spec: rank 0 serves the coordinator, MPI tells everyone where.
 
     Rank 0 calls ``serve()``, which must start a
-    :class:`~gpupart.cluster.coordinator.Coordinator` with ``spec.token`` on
+    :class:`~gpupart.job.coordinator.Coordinator` with ``spec.token`` on
     ``spec.bind_host`` and return its address; that address, the token and the job id are
     broadcast over ``MPI.COMM_WORLD``, and ``node_id`` is filled in from the processor
     names. A spec that already has a coordinator and token (``GPUPART_COORDINATOR`` and
