@@ -15,15 +15,9 @@ from pathlib import Path
 import pytest
 
 from gpupart.errors import BootstrapError
-from gpupart.job.bootstrap import (
-    JobSpec,
-    detect,
-    exchange_via_mpi,
-    expand_hostlist,
-    expand_tasks_per_node,
-    slurm_port,
-    slurm_token_file,
-)
+from gpupart.job.bootstrap import JobSpec, detect, exchange_via_mpi
+from gpupart.job.slurm import expand_hostlist, expand_tasks_per_node, slurm_port
+from gpupart.job.tokens import slurm_token_file
 
 TOKEN_HEX = "ab" * 32
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import PY, clean_env, records, run_job, script_path
 
-from gpupart.job.bootstrap import slurm_port
+from gpupart.job.slurm import slurm_port
 
 pytestmark = pytest.mark.multiprocess
 
