@@ -143,7 +143,7 @@ def test_spec_ray_example(strict):
     entry = view.partitions[(2,)]
     assert isinstance(entry, PartitionEntry)
     assert (entry.start, entry.shape, entry.stop) == ((32,), (16,), (48,))
-    assert entry.locations == (Location(ip="1.1.1.3", pid=7002),)
+    assert entry.location == (Location(ip="1.1.1.3", pid=7002),)
     assert view.get(entry.data) == list(range(32, 48))
     assert view.get([view.partitions[(0,)].data, entry.data])[1][0] == 32
     assert view.locate(50).start == (48,)
@@ -156,8 +156,8 @@ def test_spec_dask_example(strict):
     assert view.tiling == (2, 2)
     assert list(view.partitions) == [(0, 0), (0, 1), (1, 0), (1, 1)]  # normalised: C order
     assert [e.start for e in view.partitions.values()] == [(0, 0), (0, 4), (4, 0), (4, 4)]
-    assert view.partitions[(0, 0)].locations[0].device == "kDLCUDA:0"
-    assert view.partitions[(0, 0)].locations[0].memory == "device"
+    assert view.partitions[(0, 0)].location[0].device == "kDLCUDA:0"
+    assert view.partitions[(0, 0)].location[0].memory == "device"
     assert view.get(view.partitions[(1, 0)].data) == "d10"
     assert view.get([e.data for e in view.partitions.values()]) == ["d00", "d01", "d10", "d11"]
     assert view.layout == Tiling.regular((8, 8), (4, 4))
@@ -188,7 +188,7 @@ def test_view_is_read_only():
     entry = view.partitions[(0, 0)]
     with pytest.raises(dataclasses.FrozenInstanceError):
         entry.data = None  # type: ignore[misc]
-    assert isinstance(entry.locations, tuple)
+    assert isinstance(entry.location, tuple)
     assert isinstance(view.partitions, Mapping)
 
 
@@ -205,8 +205,8 @@ def test_replicated_partition_and_empty_tiles():
     parted = ray_example()
     parted["partitions"][(1,)]["location"].append(Location(ip="1.1.1.9", pid=1, stream=2))
     view = validate(parted, strict=True)
-    assert len(view.partitions[(1,)].locations) == 2
-    assert view.partitions[(1,)].locations[1].stream == 2
+    assert len(view.partitions[(1,)].location) == 2
+    assert view.partitions[(1,)].location[1].stream == 2
 
     empty = {
         "shape": (8,),
@@ -297,7 +297,7 @@ def test_heat_style_passes_leniently():
     (local,) = view.local_partitions()
     assert local.position == (1, 0)
     assert local.data == "tensor1"
-    assert local.locations[0].rank == 1
+    assert local.location[0].rank == 1
     assert dict(local.extra) == {"dtype": "torch.float32", "device": "cpu:0"}
     assert view.repairs == ()
 
@@ -314,7 +314,7 @@ def test_modin_style_passes_leniently_with_shape_repaired():
     view = validate(modin_example())
     assert view.shape == (12, 3)
     assert view.repairs == ("shape",)
-    assert view.partitions[(1, 0)].locations[0].ip == "10.0.0.2"
+    assert view.partitions[(1, 0)].location[0].ip == "10.0.0.2"
     assert view.get(view.partitions[(1, 0)].data) == "df1"
 
 
@@ -351,9 +351,9 @@ def test_xgboost_ray_style_passes_leniently():
 def test_strict_accepts_a_location_with_ip_and_pid_and_rejects_one_without():
     parted = ray_example()
     parted["partitions"][(0,)]["location"] = [Location(ip="h", pid=1, rank=0, numa_node=1)]
-    assert validate(parted, strict=True).partitions[(0,)].locations[0].numa_node == 1
+    assert validate(parted, strict=True).partitions[(0,)].location[0].numa_node == 1
     parted["partitions"][(3,)]["location"] = [Location(ip=None, pid=None, rank=3)]
-    assert validate(parted).partitions[(3,)].locations[0].rank == 3
+    assert validate(parted).partitions[(3,)].location[0].rank == 3
     with pytest.raises(PartitionedError) as info:
         validate(parted, strict=True)
     assert info.value.path == "partitions[(3,)]['location'][0]"
@@ -664,14 +664,14 @@ def test_build_round_trip_with_mappings():
     assert view.extra["dtype"] == "f8"
     assert view.lazy
     assert [e.data for e in view.local_partitions()] == ["tile(0, 0)", "tile(2, 1)"]
-    assert view.partitions[(2, 0)].locations == (Location(ip="10.0.0.1", pid=12),)
+    assert view.partitions[(2, 0)].location == (Location(ip="10.0.0.1", pid=12),)
     # the same thing materialised as a plain dict validates eagerly to the same view
     eager = validate(build((10, 8), (4, 4), data, locations, identity, lazy=False), strict=True)
     assert not eager.lazy
     assert type(build((10, 8), (4, 4), data, locations, identity, lazy=False)[P]) is dict
     for pos in positions:
         a, b = view.partitions[pos], eager.partitions[pos]
-        assert (a.start, a.shape, a.data, a.locations) == (b.start, b.shape, b.data, b.locations)
+        assert (a.start, a.shape, a.data, a.location) == (b.start, b.shape, b.data, b.location)
     assert eager.layout == view.layout
 
 
@@ -688,8 +688,8 @@ def test_build_round_trip_with_callables():
     assert calls == []
     entry = view.partitions[(1, 1)]
     assert (entry.start, entry.shape, entry.data) == ((3, 2), (5, 3), 2)
-    assert entry.locations[0].rank == 1
-    assert entry.locations[1] == Location(ip="h", pid=101)
+    assert entry.location[0].rank == 1
+    assert entry.location[1] == Location(ip="h", pid=101)
     assert calls == [(1, 1)]
     assert view.boundaries == ((0, 3, 8), (0, 2, 5))
 
@@ -712,7 +712,7 @@ def test_build_with_one_location_for_every_partition(locations, expected):
         assert entry["data"] is None
         assert isinstance(entry["location"], list)
         assert len(entry["location"]) == expected
-    assert all(len(e.locations) == expected for e in validate(parted).partitions.values())
+    assert all(len(e.location) == expected for e in validate(parted).partitions.values())
     parted[P][(0,)]["location"].append("mutated")
     assert len(parted[P][(0,)]["location"]) == expected  # entries are fresh
 
@@ -727,7 +727,7 @@ def test_build_passes_strict_validation_only_with_spec_locations():
 def test_lazy_entries_are_checked_when_looked_up():
     bad_at_3 = build((8,), (2,), None, lambda p: [2.5] if p == (3,) else [0], identity)
     view = validate(bad_at_3)  # (3,) is neither (0,) nor local: not visited
-    assert view.partitions[(2,)].locations[0].rank == 0
+    assert view.partitions[(2,)].location[0].rank == 0
     with pytest.raises(PartitionedTypeError) as info:
         view.partitions[(3,)]
     assert info.value.path == "partitions[(3,)]['location'][0]"
@@ -807,7 +807,7 @@ def test_build_output_pickles_when_its_parts_do():
     assert restored[P] == parted[P]
     view = validate(restored)
     assert view.partitions[(1, 0)].data == "x"
-    assert view.partitions[(2, 0)].locations[0].rank == 2
+    assert view.partitions[(2, 0)].location[0].rank == 2
 
 
 @pytest.mark.parametrize(
@@ -877,7 +877,7 @@ def test_callable_location_results_are_checked_by_lazy_partitions():
     assert info.value.path == "partitions[(1,)]['location']"
     assert parts.data_of((1,)) is None
     with pytest.raises(KeyError):
-        parts.locations_of((2,))
+        parts.location_of((2,))
 
 
 def test_import_stays_light():

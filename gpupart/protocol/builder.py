@@ -134,8 +134,8 @@ class LazyPartitions(Mapping[Position, dict[str, Any]]):
             return self._data(pos)
         return None
 
-    def locations_of(self, position: Position) -> list[Any]:
-        """Return a new list of the locations of the partition at ``position``, as given.
+    def location_of(self, position: Position) -> list[Any]:
+        """Return the ``location`` list of the partition at ``position``: a new list, as given.
 
         Does not touch ``data``. A location callable's result is checked here.
         """
@@ -154,7 +154,7 @@ class LazyPartitions(Mapping[Position, dict[str, Any]]):
             raise KeyError(key)
         entry: dict[str, Any] = self._tiling._entry(pos)
         entry["data"] = self.data_of(pos)
-        entry["location"] = self.locations_of(pos)
+        entry["location"] = self.location_of(pos)
         return entry
 
     def __contains__(self, key: object) -> bool:
@@ -212,7 +212,8 @@ def build(
         data: a mapping position -> data (positions it lacks get ``None``, the SPMD
             convention for non-local tiles), a callable ``data(position)`` called each time an
             entry is built, or ``None`` (all ``None``).
-        locations: a mapping position -> list of locations (every position needed), a
+        locations: every partition's ``location`` list (plural: it covers all the
+            partitions): a mapping position -> list of locations (every position needed), a
             callable ``locations(position)`` returning that list, or one location / one list
             of locations used for every partition. A location is a :class:`~gpupart.Location`,
             an ``(ip, pid[, device])`` tuple, a rank int or an IP string (a *list* means

@@ -62,17 +62,18 @@ class PartitionEntry:
     """One partition of a :class:`PartitionedView`, checked and normalised.
 
     ``start`` and ``shape`` are tuples of ints (``start + shape`` is the stop); ``data`` is as
-    the producer gave it (``None`` for a non-local SPMD partition); ``locations`` holds one
-    :class:`~gpupart.Location` per place that has the data (several = replicas), parsed with
-    :meth:`Location.parse` from whatever format the producer used; ``extra`` holds the entry's
-    keys beyond the spec's four (Heat adds ``dtype`` and ``device``).
+    the producer gave it (``None`` for a non-local SPMD partition); ``location``, named after
+    the spec's key, holds one :class:`~gpupart.Location` per place that has the data (several
+    = replicas), parsed with :meth:`Location.parse` from whatever format the producer used;
+    ``extra`` holds the entry's keys beyond the spec's four (Heat adds ``dtype`` and
+    ``device``).
     """
 
     position: Position
     start: tuple[int, ...]
     shape: tuple[int, ...]
     data: Any
-    locations: tuple[Location, ...]
+    location: tuple[Location, ...]
     extra: Mapping[str, Any]
 
     @property
@@ -297,9 +298,9 @@ def _check_entry(
                     f"start + shape <= shape[{d}] = {size} (start is {s})",
                     f"{n}, which ends at {s + n}",
                 )
-    locations = _check_locations(entry["location"], f"{base}['location']", strict)
+    location = _check_locations(entry["location"], f"{base}['location']", strict)
     extra = {k: v for k, v in entry.items() if k not in _ENTRY_KEYS}
-    return PartitionEntry(pos, start, shape, entry["data"], locations, _FrozenMapping(extra))
+    return PartitionEntry(pos, start, shape, entry["data"], location, _FrozenMapping(extra))
 
 
 def _check_grid_tiling(
@@ -511,7 +512,7 @@ def validate(obj: Any, *, strict: bool = False) -> PartitionedView:
         for pos in (zero, *(p for p in local or () if p != zero)):
             if type(parts) is LazyPartitions:
                 path = f"partitions[{pos!r}]['location']"
-                _check_locations(parts.locations_of(pos), path, strict)
+                _check_locations(parts.location_of(pos), path, strict)
             else:
                 _check_entry(parts[pos], pos, gshape, strict)
 
