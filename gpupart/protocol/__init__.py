@@ -7,7 +7,7 @@
 * :func:`build` produces a valid ``__partitioned__`` dict whose ``partitions`` is a lazy
   :class:`LazyPartitions` mapping.
 
-See ``shared/design/protocol.md`` for the spec summary and gpupart's decisions.
+See ``docs/protocol.md`` for the protocol as gpupart implements it and its extensions.
 """
 
 from __future__ import annotations
