@@ -2,7 +2,8 @@
 
 Also reachable as ``python -m gpupart``. Subcommands parse their arguments here and hand the
 work to a module of their own (``run`` to :class:`gpupart.job.launcher.Launcher`), so that
-``gpupart --help`` stays fast and later subcommands (``info``) slot in beside ``run``.
+``gpupart --help`` stays fast and later subcommands (``info``) slot in beside ``run``. With no
+subcommand, ``gpupart`` prints its help to stdout and exits 0, as ``--help`` does.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="gpupart: GPU-first distributed arrays and dataframes.",
     )
     parser.add_argument("--version", action="version", version=f"gpupart {__version__}")
-    commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     run = commands.add_parser(
         "run",
         help="run a command as N ranks of a gpupart job on this machine",
@@ -122,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gpupart`` command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.subcommand is None:  # a bare `gpupart`: show what it can do
+        parser.print_help()
+        return 0
     return args.handler(args.parser, args)
 
 
