@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 PY = sys.executable
+SCRIPTS = Path(__file__).parent / "launcher_scripts"
 STOP_WITHIN = 10.0  # generous bound for "the ranks are gone"
 
 
@@ -247,6 +248,24 @@ def test_timeout_stops_the_job(tmp_path):
     assert wait_gone(recorded_pids(tmp_path)) == []
 
 
+def test_a_reported_failure_is_the_jobs_cause_though_the_others_exit_first():
+    # Rank 1 reports "ValueError: bad input" and exits (3) a second later; ranks 0 and 2
+    # hear of it at once, ignore the SIGTERM and exit 1 first. The summary names rank 1.
+    started = time.monotonic()
+    proc = gpupart_run("-n", "3", "--grace", "5", "--", PY, str(SCRIPTS / "report_failure.py"), "1")
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "[1] noted True" in lines, proc.stdout
+    for rank in (0, 2):
+        assert f"[{rank}] heard 1 it failed: ValueError: bad input" in lines, proc.stdout
+    summary = [line for line in proc.stderr.splitlines() if line.startswith("gpupart run:")]
+    assert summary == [
+        "gpupart run: rank 1 failed (ValueError: bad input) and exited with status 3;"
+        " stopped ranks 0, 2"
+    ], proc.stderr
+    assert time.monotonic() - started < STOP_WITHIN
+
+
 def test_missing_program():
     proc = gpupart_run("-n", "2", "--", "/nonexistent/program")
     assert proc.returncode == 127
@@ -271,6 +290,20 @@ def test_signal_to_launcher_stops_all_ranks(tmp_path, signum, status):
     assert wait_gone(pids) == []
 
 
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 def test_killed_launcher_takes_its_ranks_along(tmp_path):
     launcher = start_gpupart("-n", "3", "--", PY, "-c", rank_code("time.sleep(60)", tmp_path))
     try:
@@ -284,6 +317,77 @@ def test_killed_launcher_takes_its_ranks_along(tmp_path):
         for pid in recorded_pids(tmp_path):  # never leave a rank behind, even on failure
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_killed_launcher_takes_the_ranks_own_children_along(tmp_path):
+    # Each rank starts a helper (sleep 300) in its process group: PDEATHSIG kills the rank
+    # when the launcher is SIGKILLed, and the launcher's watchdog must kill the helper.
+    code = rank_code(
+        """
+        import subprocess
+        helper = subprocess.Popen(["sleep", "300"])
+        with open(os.path.join(piddir, f"{rank}.tmp2"), "w") as f:
+            f.write(str(helper.pid))
+        os.rename(os.path.join(piddir, f"{rank}.tmp2"), os.path.join(piddir, f"{rank}.helper"))
+        time.sleep(60)
+        """,
+        tmp_path,
+    )
+    launcher = start_gpupart("-n", "2", "--", PY, "-c", code)
+    helpers: list[int] = []
+    try:
+        ranks = wait_pid_files(tmp_path, 2)
+        deadline = time.monotonic() + 30
+        while len(helpers) < 2 and time.monotonic() < deadline:
+            helpers = [int(f.read_text()) for f in tmp_path.glob("*.helper")]
+            time.sleep(0.05)
+        assert len(helpers) == 2, "the ranks did not start their helpers"
+        started = set(children_of(launcher.pid))  # the ranks and the watchdog
+        assert set(ranks) < started
+        launcher.kill()
+        launcher.communicate(timeout=STOP_WITHIN)
+        assert wait_gone(helpers) == [], "a rank's helper outlived the killed launcher"
+        assert wait_gone(sorted(started)) == [], "a process the launcher started outlived it"
+    finally:
+        launcher.kill()
+        launcher.communicate()
+        for pid in recorded_pids(tmp_path) + helpers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_normal_end_takes_the_ranks_own_children_along(tmp_path):
+    code = rank_code(
+        """
+        import subprocess
+        helper = subprocess.Popen(["sleep", "300"])
+        print("helper", helper.pid)
+        """
+    )
+    proc = gpupart_run("-n", "2", "--", PY, "-c", code)
+    helpers = [int(line.split()[-1]) for line in proc.stdout.splitlines() if "helper" in line]
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert len(helpers) == 2, proc.stdout
+        assert wait_gone(helpers) == [], "a rank's helper outlived the job"
+    finally:
+        for pid in helpers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_no_watchdog_is_left_after_a_normal_run(tmp_path):
+    launcher = start_gpupart("-n", "2", "--", PY, "-c", rank_code("time.sleep(1)", tmp_path))
+    try:
+        ranks = wait_pid_files(tmp_path, 2)
+        watchdogs = [p for p in children_of(launcher.pid) if p not in ranks]
+        _, err = launcher.communicate(timeout=60)
+    finally:
+        launcher.kill()
+        launcher.communicate()
+    assert launcher.returncode == 0, err
+    assert len(watchdogs) == 1, watchdogs
+    assert wait_gone(watchdogs) == []
 
 
 # -- the command line ------------------------------------------------------------------

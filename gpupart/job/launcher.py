@@ -3,19 +3,25 @@
 :class:`Launcher` hosts the job's :class:`~gpupart.job.coordinator.Coordinator` on
 ``127.0.0.1``, starts one child process per rank with the ``GPUPART_*`` variables that
 :func:`gpupart.job.bootstrap.detect` reads, relays their output line by line with a
-``[rank]`` prefix and watches them. The first rank to fail (non-zero exit or a signal) is
-reported to the coordinator (so that the other ranks hear of it at once) and the others are
-stopped: ``SIGTERM`` to each rank's process group, ``SIGKILL`` after the grace period. A
-``SIGINT``/``SIGTERM``/``SIGHUP`` to the launcher is forwarded to every rank, with the same
-escalation (a second one kills at once).
+``[rank]`` prefix and watches them. The first rank to fail is the job's cause: a rank that
+reports its failure to the coordinator (an error inside ``gpupart.init()``, with the
+error's text) or one that exits non-zero or by a signal. The other ranks hear of it through
+the coordinator at once and are stopped: ``SIGTERM`` to each rank's process group,
+``SIGKILL`` after the grace period; a rank that reported its failure is spared the
+``SIGTERM`` (it is on its way out, printing its traceback). The summary names that first
+rank, why it failed and how it exited, even when ranks that lost it exit non-zero before
+it. A ``SIGINT``/``SIGTERM``/``SIGHUP`` to the launcher is forwarded to every rank, with the
+same escalation (a second one kills at once).
 
-No orphans: every rank runs in its own session (so its helpers die with its process group)
-and asks the kernel for ``SIGKILL`` when the launcher dies (``PR_SET_PDEATHSIG`` on Linux,
-tied to the thread that calls :meth:`Launcher.run`, which stays alive until the job ends).
+No orphans: every rank runs in its own session, and a
+:class:`~gpupart.job.watchdog.Watchdog` process kills every rank's process group (the
+processes the rank started too) when the launcher ends, normally or killed. A killed
+launcher's ranks also get ``SIGKILL`` from the kernel (``PR_SET_PDEATHSIG`` on Linux, tied
+to the thread that calls :meth:`Launcher.run`, which stays alive until the job ends).
 
 Exit status of :meth:`Launcher.run`: 0 when every rank exits 0; the failing rank's status
-(``128 + signal`` when it was killed); ``128 + signal`` when the launcher was signalled;
-124 when the job ran past its ``timeout``.
+(``128 + signal`` when it was killed, 1 when it reported a failure and exited 0);
+``128 + signal`` when the launcher was signalled; 124 when the job ran past its ``timeout``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import queue
 import secrets
 import selectors
 import signal
@@ -38,6 +45,7 @@ from typing import IO, Any
 
 from gpupart.errors import LaunchError
 from gpupart.job.coordinator import Coordinator
+from gpupart.job.watchdog import Watchdog
 
 __all__ = ["JOB_VARIABLES", "Launcher", "describe_status"]
 
@@ -146,6 +154,19 @@ class _Rank:
     proc: subprocess.Popen[bytes]
     relays: dict[int, _Relay] = field(default_factory=dict)  # pipe fd -> relay
     killed: bool = False  # stopping it took SIGKILL
+    code: int | None = None  # its returncode, once it exited
+    failure: str | None = None  # the error it reported to the coordinator
+
+    def describe(self) -> str:
+        """``'rank 1 failed (ValueError: bad input) and exited with status 1'`` and the like."""
+        text = f"rank {self.rank}"
+        if self.failure is not None:
+            text += f" failed ({self.failure})"
+            if self.code is not None:
+                text += " and"
+        if self.code is not None:
+            text += f" {describe_status(self.code)}"
+        return text
 
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to the rank's process group (its helpers included)."""
@@ -250,6 +271,8 @@ class Launcher:
         self._watch: _SignalWatch | None = None
         self._started = False
         self._sink_broken: set[int] = set()
+        self._failures: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
+        self._watchdog = Watchdog()
 
     # -- public -----------------------------------------------------------------------------
 
@@ -273,11 +296,13 @@ class Launcher:
             self._watch, self._sel = watch, sel
             sel.register(watch.wake_r, selectors.EVENT_READ, None)
             coordinator.start()
+            self._watchdog.start()
             try:
                 self._spawn_all(coordinator.address, token)
                 return self._supervise(coordinator, watch)
             finally:
                 self._cleanup()
+                self._watchdog.close()
                 self._watch = self._sel = None
 
     def request_stop(self) -> None:
@@ -329,6 +354,7 @@ class Launcher:
                 ) from exc
             entry = _Rank(rank, proc)
             self._ranks.append(entry)
+            self._watchdog.guard(proc.pid)  # its process group (start_new_session)
             logger.debug("started rank %d as pid %d", rank, proc.pid)
             if self.prefix:
                 for stream, sink in ((proc.stdout, self._stdout), (proc.stderr, self._stderr)):
@@ -344,19 +370,28 @@ class Launcher:
 
     def _supervise(self, coordinator: Coordinator, watch: _SignalWatch) -> int:
         start = time.monotonic()
-        cause: str | None = None  # why the job is being stopped
+        cause: str | None = None  # why the job is being stopped, unless a rank failed
+        culprit: _Rank | None = None  # the rank that failed first
         status = 0
         stopped: list[int] = []
         kill_at: float | None = None
         give_up_at: float | None = None
+        stop_seen = False
         live = list(self._ranks)
         while live:
             now = time.monotonic()
+            # Failures the coordinator heard of come before the failing rank's exit, and
+            # before the exits of the ranks that lost it: take them first.
+            for entry in self._reported_failures():
+                if cause is None and culprit is None:
+                    culprit = entry
+                    stopped, kill_at = self._stop(live, signal.SIGTERM, now, spare=entry)
             signals = [watch.received.pop(0) for _ in range(len(watch.received))]
-            if self._stop_requested.is_set() and cause is None:
+            if self._stop_requested.is_set() and not stop_seen:
+                stop_seen = True  # counts once, like one SIGTERM
                 signals.append(signal.SIGTERM)
             for signum in signals:
-                if cause is None:
+                if cause is None and culprit is None:
                     name = signal.Signals(signum).name
                     cause, status = f"received {name}", 128 + signum
                     stopped, kill_at = self._stop(live, signum, now)
@@ -367,13 +402,15 @@ class Launcher:
                 if code is None:
                     continue
                 live.remove(entry)
+                entry.code = code
                 what = describe_status(code)
                 logger.debug("rank %d %s", entry.rank, what)
                 coordinator.report_lost(entry.rank, f"its process {what}")
-                if code != 0 and cause is None:
-                    cause, status = f"rank {entry.rank} {what}", _exit_status(code)
+                if code != 0 and cause is None and culprit is None:
+                    culprit = entry
                     stopped, kill_at = self._stop(live, signal.SIGTERM, now)
-            if cause is None and self.timeout is not None and now - start > self.timeout:
+            overdue = self.timeout is not None and now - start > self.timeout
+            if overdue and cause is None and culprit is None:
                 cause, status = f"job ran past --timeout {self.timeout:g} s", _TIMEOUT_STATUS
                 stopped, kill_at = self._stop(live, signal.SIGTERM, now)
             if kill_at is not None and now >= kill_at and give_up_at is None and live:
@@ -392,14 +429,40 @@ class Launcher:
                 wait = min(wait, max(0.0, kill_at - now))
             self._pump(wait)
         self._drain()
+        self._reported_failures()  # texts that came with the last exits
+        if culprit is not None:
+            cause = culprit.describe()
+            code = culprit.code
+            status = _exit_status(code) if code else 1
+            stopped = [r for r in stopped if r != culprit.rank]
         if cause is not None:
             self._report(self._summary(cause, stopped))
         return status
 
-    def _stop(self, live: list[_Rank], signum: int, now: float) -> tuple[list[int], float]:
-        """Send ``signum`` to every live rank; return their ranks and when to SIGKILL."""
+    def _reported_failures(self) -> list[_Rank]:
+        """Ranks whose failure the coordinator reported since the last call (texts noted)."""
+        found = []
+        while True:
+            try:
+                rank, text = self._failures.get_nowait()
+            except queue.Empty:
+                return found
+            entry = self._ranks[rank] if 0 <= rank < len(self._ranks) else None
+            if entry is not None and entry.failure is None:
+                entry.failure = text
+                found.append(entry)
+
+    def _stop(
+        self, live: list[_Rank], signum: int, now: float, *, spare: _Rank | None = None
+    ) -> tuple[list[int], float]:
+        """Send ``signum`` to every live rank but ``spare``; return their ranks, when to SIGKILL.
+
+        ``spare`` (the rank that reported its failure) gets ``SIGKILL`` only after the grace
+        period: it is exiting and printing its traceback.
+        """
         for entry in live:
-            entry.signal_group(signum)
+            if entry is not spare:
+                entry.signal_group(signum)
         return [e.rank for e in live], now + self.grace
 
     def _summary(self, cause: str, stopped: list[int]) -> str:
@@ -417,7 +480,13 @@ class Launcher:
         self._write(self._stderr, f"gpupart run: {message}\n".encode())
 
     def _event(self, kind: str, rank: int, *rest: Any) -> None:
+        """Coordinator events (its service thread): a rank's reported failure wakes the loop."""
         logger.debug("coordinator: rank %d %s %s", rank, kind, rest)
+        if kind == "failed":
+            self._failures.put((rank, str(rest[0]) if rest else "no reason given"))
+            watch = self._watch
+            if watch is not None:
+                watch.wake()
 
     # -- output -----------------------------------------------------------------------------
 
@@ -485,7 +554,10 @@ class Launcher:
     # -- cleanup ----------------------------------------------------------------------------
 
     def _cleanup(self) -> None:
-        """Leave nothing behind: kill ranks still running (after an error), reap, close."""
+        """Leave nothing behind: kill ranks still running (after an error), reap, close.
+
+        What ranks left running in their process groups the watchdog kills, next.
+        """
         for entry in self._ranks:
             if entry.proc.poll() is None:
                 entry.signal_group(signal.SIGKILL)
