@@ -25,7 +25,7 @@ import numpy as np
 from gpupart import backend as backends
 from gpupart.comm.engine import ProgressEngine, SendOperation
 from gpupart.comm.tags import Kind, make_tag
-from gpupart.comm.ucx import UCXTransport
+from gpupart.comm.transport import Transport
 from gpupart.errors import CollectiveError, CommTimeoutError, PeerLostError
 from gpupart.job.coordinator import LEFT_REASON
 
@@ -102,7 +102,7 @@ class Collectives:
         self,
         rank: int,
         size: int,
-        transport: UCXTransport | None,
+        transport: Transport | None,
         engine: ProgressEngine | None,
         *,
         timeout: float,
@@ -128,7 +128,7 @@ class Collectives:
     def _send(self, kind: Kind, dst: int, seq: int, status: str, value: Any, what: str) -> None:
         payload = pickle.dumps((status, value), protocol=5)
         request = self._transport.send(dst, make_tag(kind, self.rank, seq), payload)
-        self._engine.submit(SendOperation(dst, request, payload, what))
+        self._engine.submit(SendOperation(self._transport, dst, request, payload, what))
 
     def _recv(self, kind: Kind, src: int, seq: int, deadline: float, timeout: float, what: str):
         raw = self._mailbox.take(

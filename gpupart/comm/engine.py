@@ -17,16 +17,17 @@ and a longer one when idle.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from gpupart.comm.tags import Kind, split_tag
-from gpupart.comm.ucx import UCXTransport
+from gpupart.comm.transport import Transport
 from gpupart.errors import CommTimeoutError, PeerLostError
 
 __all__ = ["Operation", "ProgressEngine", "SendOperation"]
@@ -59,9 +60,17 @@ class Operation:
 
 
 class SendOperation(Operation):
-    """Keeps a send's buffer alive until UCX is done with it, then checks for an error."""
+    """Keeps a send's buffer alive until the transport is done with it, then checks it."""
 
-    def __init__(self, peer: int, request: Any, buffer: Any, what: str = "sending a message"):
+    def __init__(
+        self,
+        transport: Transport,
+        peer: int,
+        request: Any,
+        buffer: Any,
+        what: str = "sending a message",
+    ):
+        self.transport = transport
         self.peer = peer
         self.request = request
         self.buffer = buffer
@@ -71,7 +80,7 @@ class SendOperation(Operation):
         """Return True once the send completed (raising if it failed)."""
         if not self.request.completed:
             return False
-        UCXTransport.check(self.request)
+        self.transport.check(self.request)
         return True
 
     def fail(self, exc: BaseException) -> None:
@@ -86,8 +95,15 @@ class _Incoming(Operation):
     what = "receiving a message"
 
     def __init__(
-        self, request: object, buffer: np.ndarray, sender: int, seq: int, handler: Handler
+        self,
+        transport: Transport,
+        request: object,
+        buffer: np.ndarray,
+        sender: int,
+        seq: int,
+        handler: Handler,
     ):
+        self.transport = transport
         self.request = request
         self.buffer = buffer
         self.peer = sender
@@ -97,7 +113,7 @@ class _Incoming(Operation):
     def poll(self) -> bool:
         if not self.request.completed:  # type: ignore[attr-defined]
             return False
-        UCXTransport.check(self.request)
+        self.transport.check(self.request)
         self.request = None
         self.handler(self.peer, self.seq, self.buffer)  # type: ignore[arg-type]
         return True
@@ -127,11 +143,11 @@ class _Helping:
 
 
 class ProgressEngine:
-    """Drives one :class:`UCXTransport` from a background thread (see module docstring)."""
+    """Drives one :class:`~gpupart.comm.transport.Transport` from a background thread."""
 
     def __init__(
         self,
-        transport: UCXTransport,
+        transport: Transport,
         *,
         rank: int,
         spin: float = 0.002,
@@ -144,6 +160,7 @@ class ProgressEngine:
         self._idle_wait = idle_wait
         self._busy_wait = busy_wait
         self._handlers: dict[Kind, Handler] = {}
+        self._announcers: dict[Kind, Callable[[int, int], None]] = {}
         self._new_ops: collections.deque[Operation] = collections.deque()
         self._ops: list[Operation] = []
         self._lost: dict[int, str] = {}
@@ -159,9 +176,22 @@ class ProgressEngine:
 
     # -- configuration (before start) -----------------------------------------------------
 
-    def on(self, kind: Kind, handler: Handler) -> None:
-        """Route unexpected messages of ``kind`` to ``handler(sender, seq, payload)``."""
+    def on(
+        self,
+        kind: Kind,
+        handler: Handler,
+        announce: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Route unexpected messages of ``kind`` to ``handler(sender, seq, payload)``.
+
+        ``announce(sender, seq)``, if given, is called as soon as such a message is taken
+        off the transport's queue, before its bytes have arrived (in the same round, and
+        before any operation is polled): a protocol can then wait for a message it now
+        knows is coming.
+        """
         self._handlers[kind] = handler
+        if announce is not None:
+            self._announcers[kind] = announce
 
     def on_lost(self, listener: Callable[[int, str], None]) -> None:
         """Call ``listener(rank, reason)`` (from the engine thread) when a peer is lost."""
@@ -186,6 +216,16 @@ class ProgressEngine:
     def track(self, op: Operation) -> None:
         """Like :meth:`submit`, from inside a handler (already on a progressing thread)."""
         self._new_ops.append(op)
+
+    @contextlib.contextmanager
+    def exclusive(self, timeout: float = 10.0) -> Iterator[None]:
+        """Hold off every other progressing thread (so operations can be changed safely)."""
+        if not self._pump_lock.acquire(timeout=timeout):
+            raise CommTimeoutError("waiting for the progress engine", timeout)
+        try:
+            yield
+        finally:
+            self._pump_lock.release()
 
     def helping(self) -> _Helping:
         """Mark the calling thread as one that will progress (via :meth:`help_until`)."""
@@ -330,16 +370,18 @@ class ProgressEngine:
     def _receive_unexpected(self) -> bool:
         did = False
         while (found := self.transport.probe()) is not None:
-            tag, length, handle = found
-            kind, sender, seq = split_tag(tag)
-            buffer = np.empty(max(length, 1), dtype=np.uint8)[:length]
-            request = self.transport.recv_probed(handle, buffer)
+            kind, sender, seq = split_tag(found.tag)
+            buffer = np.empty(max(found.length, 1), dtype=np.uint8)[: found.length]
+            request = self.transport.recv_probed(found, buffer)
             did = True
             handler = self._handlers.get(kind)  # type: ignore[call-overload]
             if handler is None:
                 logger.warning("dropped a message of unknown kind %d from rank %d", kind, sender)
                 continue
-            incoming = _Incoming(request, buffer, sender, seq, handler)
+            announce = self._announcers.get(kind)  # type: ignore[call-overload]
+            if announce is not None:
+                announce(sender, seq)
+            incoming = _Incoming(self.transport, request, buffer, sender, seq, handler)
             try:
                 finished = incoming.poll()  # eager messages are already complete
             except Exception as exc:

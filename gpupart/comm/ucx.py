@@ -1,4 +1,4 @@
-"""UCX transport: one ucxx worker per process, endpoints to peers made from worker addresses.
+"""The UCX transport: one ucxx worker per process, endpoints to peers made from worker addresses.
 
 Measured on the development machine (two processes, see ``bench/RESULTS.md``): endpoints
 made from a listener use TCP only (~0.6 GB/s); endpoints made from worker addresses with
@@ -10,19 +10,33 @@ All calls are thread-safe: ucxx creates its workers in ``UCS_THREAD_MODE_MULTI``
 caller thread may post sends and receives while the progress engine's thread progresses the
 worker. Nothing here is asynchronous Python: requests are plain ucxx request objects polled
 for completion (``completed``), which costs no event loop and no per-message callback.
+
+ucxx's Python layer cannot cancel one request (only all of a worker's), and a dropped
+request object stays posted in the worker. :meth:`UCXTransport.cancel` therefore calls
+``ucxx::Request::cancel()`` of the already loaded libucxx through ctypes; this module is the
+only place that reaches below ucxx's Python API (``ucxx._lib``). Where the symbol cannot be
+found, :attr:`UCXTransport.can_cancel` is False and callers keep their own copy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import logging
 import os
 import select
 from typing import Any
 
 from gpupart.comm.tags import UNEXPECTED_MASK
+from gpupart.comm.transport import Transport
 from gpupart.errors import TransportError
 
 __all__ = ["UCXTransport"]
+
+logger = logging.getLogger("gpupart.ucx")
+
+#: Mangled name of ``void ucxx::Request::cancel()`` (not overridden for tag requests).
+_CANCEL_SYMBOL = "_ZN4ucxx7Request6cancelEv"
 
 
 #: UCX settings `import ucxx` puts in os.environ that we pass to our context instead: only the
@@ -56,7 +70,38 @@ def _import_ucxx() -> tuple[Any, Any, dict[str, str]]:
     return ucx, Array, keep
 
 
-class UCXTransport:
+def _request_cancel() -> Any:
+    """``ucxx::Request::cancel`` from the libucxx this process already loaded, or None."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if line.rstrip().endswith("/libucxx.so")}
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LOCAL)
+            cancel = library[_CANCEL_SYMBOL]
+        except (OSError, AttributeError):
+            continue
+        cancel.argtypes = [ctypes.c_void_p]
+        cancel.restype = None
+        return cancel
+    logger.debug("libucxx's Request::cancel not found: receives cannot be withdrawn")
+    return None
+
+
+class _Probed:
+    """An unexpected message taken off UCX's queue: its tag, length and ucxx handle."""
+
+    __slots__ = ("handle", "length", "tag")
+
+    def __init__(self, tag: int, length: int, handle: Any) -> None:
+        self.tag = tag
+        self.length = length
+        self.handle = handle
+
+
+class UCXTransport(Transport):
     """One UCX worker, its endpoints to peer ranks, and a way to sleep until it has work.
 
     ``config`` holds UCX options without the ``UCX_`` prefix (e.g. ``{"TLS": "tcp"}``);
@@ -82,6 +127,7 @@ class UCXTransport:
         self._endpoints: dict[int, Any] = {}
         self._probe_tag = ucx.UCXXTag(UNEXPECTED_MASK)
         self._probe_mask = ucx.UCXXTagMask(UNEXPECTED_MASK)
+        self._cancel = _request_cancel()
         self._closed = False
 
     # -- wiring ---------------------------------------------------------------------------
@@ -90,6 +136,11 @@ class UCXTransport:
     def address(self) -> bytes:
         """Return the worker's UCX address, sent to peers at rendezvous."""
         return bytes(self._worker.address.tobytes())
+
+    @property
+    def can_cancel(self) -> bool:
+        """Whether :meth:`cancel` can withdraw a posted receive."""
+        return self._cancel is not None
 
     @property
     def cuda_support(self) -> bool:
@@ -128,26 +179,33 @@ class UCXTransport:
     def recv(self, tag: int, buffer: Any) -> Any:
         """Post a receive of exactly-tagged message into ``buffer``; returns the request.
 
-        Dropping the request object before it completes cancels the receive.
+        The receive stays posted until a message matches it or :meth:`cancel` withdraws it,
+        whether or not the request object is kept.
         """
         try:
             return self._worker.tag_recv(self._array(buffer), self._ucx.UCXXTag(tag))
         except self._ucx.UCXError as exc:
             raise TransportError(f"posting a receive failed: {exc}") from exc
 
-    def probe(self) -> tuple[int, int, Any] | None:
-        """Take the next unexpected message off the queue: ``(tag, length, handle)``."""
+    def probe(self) -> _Probed | None:
+        """Take the next unexpected message off the queue."""
         result = self._worker.tag_probe(self._probe_tag, self._probe_mask, True)
         if not result.matched:
             return None
-        return int(result.sender_tag.value), int(result.length), result
+        return _Probed(int(result.sender_tag.value), int(result.length), result)
 
-    def recv_probed(self, handle: Any, buffer: Any) -> Any:
+    def recv_probed(self, probed: _Probed, buffer: Any) -> Any:  # type: ignore[override]
         """Receive a message taken by :meth:`probe` into ``buffer`` (at least its length)."""
-        return self._worker.tag_recv_with_handle(self._array(buffer), handle)
+        return self._worker.tag_recv_with_handle(self._array(buffer), probed.handle)
 
-    @staticmethod
-    def check(request: Any) -> None:
+    def cancel(self, request: Any) -> None:
+        """Withdraw a receive no message has matched yet (it completes as cancelled)."""
+        if self._cancel is None:
+            raise TransportError("this ucxx build cannot cancel a single request")
+        if not request.completed:
+            self._cancel(request.ucxx_ptr)
+
+    def check(self, request: Any) -> None:
         """Raise :class:`~gpupart.TransportError` if a completed request failed."""
         try:
             request.check_error()

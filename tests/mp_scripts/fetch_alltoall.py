@@ -62,10 +62,12 @@ for h, arr, (owner, i) in zip(flat, got, where, strict=True):
 right, left = (rank + 1) % size, (rank - 1) % size
 ring = table[right] + table[left]
 ring_where = [(right, i) for i in range(len(SPECS))] + [(left, i) for i in range(len(SPECS))]
-futures = rt.fetch(ring)
+transfer = rt.fetch(ring)
+futures = transfer.futures()  # standard futures, for code that waits on them
 expect(all(isinstance(f, concurrent.futures.Future) for f in futures), "fetch gives Futures")
 done, pending = concurrent.futures.wait(futures, timeout=120)
 expect(not pending, f"{len(pending)} ring fetches still pending after 120 s")
+expect(transfer.done(), "the transfer is done once its futures are")
 for h, fut, (owner, i) in zip(ring, futures, ring_where, strict=True):
     check_tile(f"ring tile {i} of rank {owner}", fut.result(), expected(owner, i), h.order)
 

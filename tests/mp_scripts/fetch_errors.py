@@ -6,7 +6,6 @@ Emits ``@malformed`` with how many bad requests this rank sent, then ``@done``.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import time
 
@@ -15,7 +14,7 @@ from _mp import SPECS, check_tile, emit, expect, expected, make_tile, raises
 
 import gpupart
 from gpupart.comm.tags import Kind, make_tag
-from gpupart.tiles import fetch
+from gpupart.tiles import wire
 
 rt = gpupart.init()
 rank, size = rt.rank, rt.size
@@ -46,7 +45,7 @@ check_serving(right, 5)  # the owner keeps serving
 # In one batch with good tiles: only the forged item fails.
 batch = [handles[right][4], forged, handles[right][13]]
 futures = rt.fetch(batch)
-concurrent.futures.wait(futures, timeout=60)
+futures.wait(timeout=60)
 expect(all(f.done() for f in futures), "mixed batch finished")
 check_tile("good item before the forged one", futures[0].result(), expected(right, 4))
 expect(isinstance(futures[1].exception(), gpupart.TileNotFoundError), "forged item fails")
@@ -92,7 +91,9 @@ if size > 1:
             time.sleep(0.001)
         transport.check(request)
 
-    valid = fetch.encode_request([handles[right][5].tile_id], [1000], [-1], [0], [], 1, 2)
+    items = np.zeros(1, dtype=wire.ITEM)
+    items["tile_id"], items["nbytes"], items["pack"] = handles[right][5].tile_id, 1000, -1
+    valid = wire.encode_request(items, np.zeros(0, np.int64), 1, 2)
     bad_payloads = [
         b"garbage!" * 5,  # wrong magic
         b"GPRQ",  # shorter than a header
@@ -107,12 +108,12 @@ if size > 1:
 
     # A truncated request through the real fetch path: the owner rejects it, the consumer
     # fails that batch quickly with the owner's reason, and the next fetch works.
-    real_encode = fetch.encode_request
+    real_encode = wire.encode_request
 
     def truncated(*args, **kwargs):
         return real_encode(*args, **kwargs)[:-3]
 
-    fetch.encode_request = truncated
+    wire.encode_request = truncated
     try:
         started = time.monotonic()
         raises(
@@ -124,7 +125,7 @@ if size > 1:
         expect(time.monotonic() - started < 30, "a rejected request failed only by timeout")
         sent += 1
     finally:
-        fetch.encode_request = real_encode
+        wire.encode_request = real_encode
 emit("malformed", rank=rank, sent=sent)
 
 # The owners still serve every tile to everyone.

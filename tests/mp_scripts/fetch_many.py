@@ -5,8 +5,8 @@ Works at any job size (at size 1 every handle is local).
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
+import time
 
 import numpy as np
 from _mp import check_tile, emit, expect, small_tile, values
@@ -40,10 +40,13 @@ for k in range(N_FETCHES):
         index = (k * 37) % per_rank
         h = table[owner][0][index]
         want = small_tile(owner, index)
-    (future,) = rt.fetch(h)
+    (future,) = rt.fetch(h)  # a transfer of one tile
     futures.append(future)
     wanted.append(want)
-done, pending = concurrent.futures.wait(futures, timeout=180)
+deadline = time.monotonic() + 180
+for future in futures:
+    future.exception(timeout=max(deadline - time.monotonic(), 0))
+pending = [f for f in futures if not f.done()]
 expect(not pending, f"{len(pending)} of {N_FETCHES} fetches still pending after 180 s")
 for k, (future, want) in enumerate(zip(futures, wanted, strict=True)):
     check_tile(f"fetch #{k}", future.result(), want)
@@ -61,8 +64,10 @@ for (owner, i), arr in zip(order, got, strict=True):
 # The same 5,000 again through one fetch call (futures), plus the large tiles of everyone.
 everything = handles + [h for _, lh in table for h in lh]
 futures = rt.fetch(everything)
-done, pending = concurrent.futures.wait(futures, timeout=180)
-expect(not pending, f"{len(pending)} futures of one big fetch still pending")
+futures.wait(timeout=180)
+pending = [f for f in futures if not f.done()]
+expect(not pending, f"{len(pending)} tiles of one big fetch still pending")
+futures = list(futures)
 for (owner, i), future in zip(order, futures[:N_SMALL], strict=True):
     check_tile(f"small tile {i} of rank {owner} (fetch)", future.result(), small_tile(owner, i))
 for j, future in enumerate(futures[N_SMALL:]):

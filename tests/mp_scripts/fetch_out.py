@@ -5,7 +5,6 @@ Works at any job size (at size 1 the neighbours are this rank: ``out`` then copi
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 
 import numpy as np
@@ -36,8 +35,8 @@ for i, (arr, buf) in enumerate(zip(got, outs, strict=True)):
 outs = buffers(table[left])
 outs[::3] = [None] * len(outs[::3])
 futures = rt.fetch(table[left], out=outs)
-done, pending = concurrent.futures.wait(futures, timeout=120)
-expect(not pending, "fetch(out=...) futures still pending after 120 s")
+futures.wait(timeout=120)
+expect(futures.done(), "fetch(out=...) tiles still pending after 120 s")
 for i, (future, buf) in enumerate(zip(futures, outs, strict=True)):
     if buf is not None:
         expect(future.result() is buf, f"fetch: result {i} is not out[{i}]")

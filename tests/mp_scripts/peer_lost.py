@@ -41,7 +41,7 @@ events = {r: NeverReady() for r in range(size) if r != rank}
 handles = {}
 for consumer, event in events.items():
     handles[consumer] = rt.put(np.arange(1000, dtype=np.float64))
-    rt.store.attach_event(handles[consumer].tile_id, event)
+    rt._store.attach_event(handles[consumer].tile_id, event)
 table = rt.allgather(handles)
 rt.barrier()
 
