@@ -11,8 +11,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from gpupart import backend as backends
 from gpupart import topology
 from gpupart.comm.collectives import Collectives
@@ -25,10 +23,12 @@ from gpupart.job.binding import bind_process
 from gpupart.job.coordinator import COORDINATOR_RANK, Coordinator, CoordinatorClient
 from gpupart.location import Location
 from gpupart.options import RuntimeOptions
+from gpupart.tiles.exchange import Exchange
 from gpupart.tiles.fetcher import Fetcher
 from gpupart.tiles.handles import Handle
+from gpupart.tiles.owner import TileOwner
 from gpupart.tiles.serve import TileServer
-from gpupart.tiles.store import Tile, TileStore, byte_view
+from gpupart.tiles.store import TileStore
 from gpupart.tiles.transfer import Transfer
 
 __all__ = ["Runtime", "current", "init"]
@@ -95,6 +95,13 @@ class Runtime:
             self._collectives = Collectives(
                 self.rank, self.size, self._transport, self._engine, timeout=options.timeout
             )
+            self._owner = TileOwner(
+                self._store,
+                self.backend,
+                rank=self.rank,
+                job_id=self.job_id,
+                location=self.location,
+            )
             self._fetcher = Fetcher(
                 rank=self.rank,
                 size=self.size,
@@ -104,6 +111,18 @@ class Runtime:
                 options=options,
                 transport=self._transport,
                 engine=self._engine,
+            )
+            self._exchange = Exchange(
+                rank=self.rank,
+                size=self.size,
+                owner=self._owner,
+                store=self._store,
+                fetcher=self._fetcher,
+                collectives=self._collectives,
+                engine=self._engine,
+                backend=self.backend,
+                window=options.exchange_window,
+                timeout=options.timeout,
             )
             if self._engine is not None and self._client is not None:
                 self._engine.start()
@@ -193,83 +212,24 @@ class Runtime:
 
     # -- tiles ----------------------------------------------------------------------------
 
-    def put(self, array: Any, stream: Any = None) -> Handle:
+    def put(self, array: Any, stream: Any = None, *, release_after: int | None = None) -> Handle:
         """Register a local NumPy/CuPy array as a tile (no copy) and return its handle.
 
-        ``stream`` is the backend stream the array is still being written on: owners send
-        a tile only after an event recorded on it has completed. For a CuPy array without
-        a stream, the current CuPy stream is used. Non-contiguous arrays are made
-        contiguous first (the one case that copies). The array must not be modified while
-        it is registered; :meth:`free` releases it.
+        ``stream`` is the backend stream (or ``cupy.cuda.Stream``) the array may still be
+        written on: owners send a tile only after an event recorded on it has completed;
+        for a CuPy array without one, the current CuPy stream is used. A non-contiguous
+        array is copied into a contiguous one first (the only case that copies). The array
+        must not be modified while it is registered. :meth:`free` releases it; with
+        ``release_after=k`` it is also released once other ranks have fetched it ``k``
+        times (fetches by this rank do not count).
         """
         self._check_open()
-        info = backends.buffer_info(array)  # TypeError names the argument for non-arrays
-        dtype = np.dtype(info.dtype)
-        if dtype.hasobject or dtype.fields is not None:
-            raise TypeError(
-                f"array: expected a plain numeric/bool dtype, found {dtype} (object and"
-                " structured dtypes cannot be sent)"
-            )
-        if info.order is None:
-            array = backends.array_namespace(array).ascontiguousarray(array)
-            info = backends.buffer_info(array)
-        order = "F" if info.order == "F" and len(info.shape) > 1 else "C"
-        event = None
-        stream_handle = None
-        if stream is not None:
-            stream = self._as_stream(stream)
-            event = self.backend.create_event()
-            event.record(stream)
-            stream_handle = stream.handle
-        elif backends.is_cuda_array(array):
-            stream = self.backend.current_stream()
-            event = self.backend.create_event()
-            event.record(stream)
-            stream_handle = stream.handle
-        tile = Tile(
-            array=array,
-            data=byte_view(array),
-            nbytes=int(info.nbytes),
-            event=event,
-            address=0 if backends.is_cuda_array(array) else info.ptr,
-        )
-        tile_id = self._store.add(tile)
-        location = self.location._replace(
-            stream=stream_handle or None, device=info.device, memory=info.memory
-        )
-        return Handle(
-            owner=self.rank,
-            tile_id=tile_id,
-            dtype=dtype.str,
-            shape=tuple(int(n) for n in info.shape),
-            nbytes=int(info.nbytes),
-            location=location,
-            order=order,
-            job=self.job_id,
-        )
-
-    def _as_stream(self, stream: Any) -> backends.Stream:
-        """Accept a backend stream or a raw ``cupy.cuda.Stream`` of this rank's device."""
-        if isinstance(stream, backends.Stream):
-            return stream
-        if type(stream).__module__.startswith("cupy") and self.backend.is_gpu:
-            return backends.CudaStream(self.backend.device_id, stream, owned=False)
-        raise TypeError(
-            "stream: expected a gpupart stream (rt.backend.create_stream()) or a"
-            f" cupy.cuda.Stream, found {type(stream).__name__}"
-        )
+        return self._owner.put(array, stream, uses=release_after)
 
     def free(self, handle: Handle) -> None:
         """Release a tile this rank owns (fetches already under way still complete)."""
         self._check_open()
-        if not isinstance(handle, Handle):
-            raise TypeError(f"handle: expected a gpupart.Handle, found {type(handle).__name__}")
-        if handle.owner != self.rank:
-            raise ValueError(
-                f"handle: only the owner frees a tile; it is owned by rank {handle.owner},"
-                f" this is rank {self.rank}"
-            )
-        self._store.remove(handle.tile_id)
+        self._owner.free(handle)
 
     def fetch(self, handles: Handle | Sequence[Handle], out: Any = None) -> Transfer:
         """Start fetching tiles; returns a :class:`~gpupart.tiles.transfer.Transfer`.
@@ -305,6 +265,21 @@ class Runtime:
         values = self._fetcher.get([handles] if single else handles, out, timeout)
         return values[0] if single else values
 
+    def exchange(self, pieces: Sequence[Any], timeout: float | None = None) -> list[Any]:
+        """All-to-all: send ``pieces[d]`` to rank ``d``; return the pieces sent here, by rank.
+
+        Called by every rank. A piece is an array (NumPy/CuPy; or strings/binary as a
+        ``pyarrow`` array or a NumPy array of ``str``) or a dict of equal-length such
+        columns, possibly empty. Pieces come back as the same kind: arrays (on this rank's
+        device), ``pyarrow`` arrays for strings, dicts of columns. Metadata travels in one
+        all-to-all; each rank fetches what it is owed straight into new buffers, at most
+        ``exchange_window`` bytes outstanding. Returns once every piece sent from here has
+        been fetched. Wrong pieces on any rank raise :class:`~gpupart.CollectiveError` on
+        every rank; a lost peer, :class:`~gpupart.PeerLostError`.
+        """
+        self._check_open()
+        return self._exchange.run(pieces, timeout)
+
     # -- collectives ----------------------------------------------------------------------
 
     def barrier(self, timeout: float | None = None) -> None:
@@ -321,6 +296,11 @@ class Runtime:
         """Return a list, indexed by rank, of every rank's (picklable) ``obj``."""
         self._check_open()
         return self._collectives.allgather(obj, timeout)
+
+    def alltoall(self, objs: Sequence[Any], timeout: float | None = None) -> list[Any]:
+        """Send small ``objs[d]`` to rank ``d``; return what every rank sent here, by rank."""
+        self._check_open()
+        return self._collectives.alltoall(objs, timeout)
 
     def allreduce(self, array: Any, op: str = "sum", timeout: float | None = None) -> Any:
         """Reduce a small array elementwise over all ranks: ``'sum'|'prod'|'min'|'max'``."""

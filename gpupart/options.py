@@ -43,6 +43,8 @@ class RuntimeOptions:
     #: pool, 10,000 x 4 KiB took 15-21 ms instead of 7.5 ms whenever glibc had returned the
     #: previous packs' memory to the system.
     receive_pool_bytes: int = 256 << 20
+    #: Most bytes an exchange keeps allocated for pieces still on their way.
+    exchange_window: int = 256 << 20
     #: 'cpu', 'cuda' or None (CUDA when a GPU is usable); also ``GPUPART_DEVICE``.
     device: str | None = None
     #: Bind this process to one GPU chosen by local rank (unless CUDA_VISIBLE_DEVICES narrows it).

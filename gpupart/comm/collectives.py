@@ -310,6 +310,52 @@ class Collectives:
 
         return restore(self._run(f"allreduce(op={op!r})", ("ok", host), combine, timeout))
 
+    def alltoall(self, objs: Any, timeout: float | None = None) -> list[Any]:
+        """Send ``objs[d]`` to rank ``d``; return what every rank sent here, by rank.
+
+        One message to each other rank (``O(size)`` per rank). A rank that passes the wrong
+        number of objects, or one that cannot be sent, makes every rank raise
+        :class:`~gpupart.CollectiveError` naming it.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        outgoing: list[tuple[str, Any]]
+        try:
+            count = len(objs)
+        except TypeError:
+            count = None
+        if count != self.size:
+            found = "an object without a length" if count is None else f"{count}"
+            problem = (
+                f"rank {self.rank} passed {found} objects, expected {self.size} (one per rank)"
+            )
+            outgoing = [("error", problem)] * self.size
+        else:
+            outgoing = []
+            for dst, obj in enumerate(objs):
+                try:
+                    if dst != self.rank:
+                        pickle.dumps(obj, protocol=5)
+                    outgoing.append(("ok", obj))
+                except Exception as exc:
+                    problem = f"rank {self.rank} could not send objs[{dst}]: {exc!r}"
+                    outgoing = [("error", problem)] * self.size
+                    break
+        with self._lock:
+            seq = 2 * next(self._seq[Kind.COLLECTIVE])
+            for step in range(1, self.size):  # pairwise order spreads the load
+                dst = (self.rank + step) % self.size
+                status, value = outgoing[dst]
+                self._send(Kind.COLLECTIVE, dst, seq, status, value, "alltoall")
+            received = [outgoing[self.rank]] * self.size
+            for step in range(1, self.size):
+                src = (self.rank - step) % self.size
+                received[src] = self._recv(Kind.COLLECTIVE, src, seq, deadline, timeout, "alltoall")
+        problems = sorted({value for status, value in received if status == "error"})
+        if problems:
+            raise CollectiveError(f"alltoall: {'; '.join(problems)}")
+        return [value for _, value in received]
+
     def _check_root(self, root: int) -> None:
         if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < self.size:
             raise ValueError(f"root: expected a rank in 0..{self.size - 1}, found {root!r}")

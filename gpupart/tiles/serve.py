@@ -104,6 +104,9 @@ class _ServeRequest(Operation):
             have = np.fromiter(map(_NBYTES, self.tiles), np.int64, n)
         except AttributeError:
             have = np.fromiter((-1 if t is None else t.nbytes for t in self.tiles), np.int64, n)
+        if server.store.has_consumers:  # tiles meant for one rank are unknown to the others
+            foreign = [t is not None and t.consumer not in (None, consumer) for t in self.tiles]
+            have[np.flatnonzero(foreign)] = -1
         missing = have < 0
         wrong = ~missing & (have != items["nbytes"].astype(np.int64))
         self.failed = np.flatnonzero(missing | wrong)
@@ -144,6 +147,10 @@ class _ServeRequest(Operation):
         for pack in self.pooled:
             self.server.pool.release(pack)
         self.pooled.clear()
+        if self.server.store.has_uses:
+            served = [i for i, t in enumerate(self.tiles) if t is not None and t.uses_left]
+            if served:
+                self.server.store.used(self.request.items["tile_id"][served].tolist())
         return True
 
     def _send(self, seq: int, buffer: Any) -> None:

@@ -46,6 +46,10 @@ class Tile:
     nbytes: int
     event: Any = None  # backend event, None when nothing is pending
     address: int = 0  # host address of the bytes (0 for device memory)
+    #: The only rank that may fetch it (None: any rank).
+    consumer: int | None = None
+    #: Remote fetches after which the tile is released (None: until freed).
+    uses_left: int | None = None
 
     def ready(self) -> bool:
         """Whether the producer's pending work on the tile has completed (never blocks)."""
@@ -64,6 +68,9 @@ class TileStore:
         self.has_events = False
         #: Whether any tile lives in device memory (else every pack is gathered on the host).
         self.has_device_tiles = False
+        #: Whether any tile is meant for one consumer / is released after some fetches.
+        self.has_consumers = False
+        self.has_uses = False
 
     def add(self, tile: Tile) -> int:
         """Register ``tile``; returns its new id."""
@@ -74,6 +81,10 @@ class TileStore:
                 self.has_events = True
             if not tile.address:
                 self.has_device_tiles = True
+            if tile.consumer is not None:
+                self.has_consumers = True
+            if tile.uses_left is not None:
+                self.has_uses = True
         return tile_id
 
     def attach_event(self, tile_id: int, event: Any) -> None:
@@ -115,6 +126,20 @@ class TileStore:
         if tile is None:
             raise TileNotFoundError(self.owner, tile_id)
         return tile
+
+    def used(self, tile_ids: list[int]) -> None:
+        """Count one completed remote fetch of each tile; release tiles that have no uses left."""
+        with self._lock:
+            for tile_id in tile_ids:
+                tile = self._tiles.get(tile_id)
+                if tile is not None and tile.uses_left is not None:
+                    tile.uses_left -= 1
+                    if tile.uses_left <= 0:
+                        del self._tiles[tile_id]
+
+    def __contains__(self, tile_id: int) -> bool:
+        with self._lock:
+            return tile_id in self._tiles
 
     def __len__(self) -> int:
         with self._lock:
