@@ -1,14 +1,14 @@
-"""The runtime in one process: options, lifetime, local tiles, argument errors, the fetch wire
-format, UCX tags, and the coordinator's handshake and liveness with real sockets and threads.
+"""The runtime in one process: options, lifetime, local tiles, argument errors, UCX tags, and
+the coordinator's handshake and liveness with real sockets and threads.
 
-Multi-process behaviour lives in ``test_cluster_mp.py``.
+Multi-process behaviour lives in ``test_cluster_mp.py``; the fetch layer's pieces in
+``test_fetch_units.py``, ``test_transfer.py`` and ``test_fetch_bulk.py``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import itertools
 import logging
 import os
 import pickle
@@ -28,7 +28,6 @@ from gpupart.comm import tags
 from gpupart.comm.tags import Kind
 from gpupart.job.coordinator import COORDINATOR_RANK, Coordinator, CoordinatorClient
 from gpupart.options import RuntimeOptions
-from gpupart.tiles import fetch
 
 _LAUNCH_PREFIXES = ("GPUPART_", "SLURM_", "PMI_", "PMIX_", "OMPI_", "MPI_", "MV2_")
 WAIT = 20.0  # generous bound for a thread or socket event on a loaded machine
@@ -191,8 +190,9 @@ def test_put_get_local_is_no_copy(rt, array):
     both = rt.get([h, h])
     assert isinstance(both, list) and len(both) == 2 and all(a is array for a in both)
     (future,) = rt.fetch(h)
-    assert isinstance(future, concurrent.futures.Future) and future.done()
-    assert future.result() is array
+    assert future.done() and future.result() is array
+    (bridged,) = rt.fetch(h).futures()
+    assert isinstance(bridged, concurrent.futures.Future) and bridged.result(timeout=0) is array
 
 
 def test_put_copies_non_contiguous_only(rt):
@@ -258,7 +258,7 @@ def test_get_and_fetch_argument_errors_name_the_item(rt):
         (ValueError, dict(handles=[dataclasses.replace(h, tile_id=-1)]), "handles[0].tile_id"),
         (ValueError, dict(handles=[h] * 70 + [dataclasses.replace(h, tile_id=2**64)]), "[70]"),
         (ValueError, dict(handles=[h, dataclasses.replace(h, nbytes="20")]), "[1].nbytes"),
-        (ValueError, dict(handles=[h] * 80 + [dataclasses.replace(h, shape=[10])]), "hashable"),
+        (ValueError, dict(handles=[h] * 80 + [dataclasses.replace(h, shape=[10])]), "[80]: exp"),
         (TypeError, dict(handles=[h] * 80 + [42]), "handles[80]"),
         (ValueError, dict(handles=[h] * 80 + [dataclasses.replace(h, job="x")]), "handles[80]"),
         (ValueError, dict(handles=[h] * 80 + [dataclasses.replace(h, owner=-1)]), "[80].owner"),
@@ -304,135 +304,6 @@ def test_collectives_in_a_world_of_one(rt):
         rt.allreduce(np.arange(3), op="avg")
     with pytest.raises(ValueError, match="root"):
         rt.broadcast(1, root=1)
-
-
-# -- the fetch wire format --------------------------------------------------------------------
-
-
-def _request(n: int) -> tuple[bytes, tuple]:
-    nbytes = [(i * 37) % 200 for i in range(n)]
-    eligible = [i % 5 != 4 for i in range(n)]
-    packs, offsets, lengths = fetch.plan_packs(nbytes, eligible, 1024)
-    args = ([1000 + i for i in range(n)], nbytes, packs, offsets, lengths, 77, 99)
-    return fetch.encode_request(*args), args
-
-
-@pytest.mark.parametrize("n", [1, 3, 16, 17, 200])  # struct path up to 16 items, NumPy above
-def test_request_round_trip(n):
-    raw, (tile_ids, nbytes, packs, offsets, lengths, item_seq0, pack_seq0) = _request(n)
-    assert len(raw) == 32 + 28 * n + 8 * len(lengths)
-    for payload in (raw, np.frombuffer(raw, dtype=np.uint8)):
-        req = fetch.parse_request(payload)
-        assert list(req.tile_ids) == tile_ids and list(req.nbytes) == nbytes
-        assert list(req.packs) == packs and list(req.offsets) == offsets
-        assert req.pack_lengths == lengths
-        assert (req.item_seq0, req.pack_seq0) == (item_seq0, pack_seq0)
-
-
-def _patched(raw: bytes, offset: int, fmt: str, value: int) -> bytes:
-    buf = bytearray(raw)
-    struct.pack_into(fmt, buf, offset, value)
-    return bytes(buf)
-
-
-def _malformed() -> list[tuple[str, bytes, str]]:
-    raw, _ = _request(3)  # 3 items, 1 pack
-    one = fetch.encode_request([5], [100], [0], [0], [100], 1, 2)  # one item in one pack
-    item0 = 32  # first item; fields tile_id u64 | nbytes u64 | pack i32 | offset u64
-    return [
-        ("empty", b"", "at least 32 header bytes"),
-        ("short header", raw[:31], "at least 32 header bytes"),
-        ("bad magic", b"XPRQ" + raw[4:], "magic"),
-        ("bad version", _patched(raw, 4, "<H", 2), "version"),
-        ("truncated item", raw[:-9], "truncated or padded"),
-        ("padded", raw + b"\0", "truncated or padded"),
-        ("huge item count", _patched(raw, 8, "<I", 2**32 - 1), "truncated or padded"),
-        ("huge pack count", _patched(raw, 12, "<I", 10**6), "truncated or padded"),
-        ("no items", fetch.encode_request([], [], [], [], [], 0, 0), "at least one item"),
-        ("pack out of range", _patched(one, item0 + 16, "<i", 1), "names pack 1"),
-        ("pack below -1", _patched(one, item0 + 16, "<i", -2), "names pack -2"),
-        ("item past its pack", _patched(one, item0 + 20, "<Q", 1), "does not fit"),
-        ("item larger than its pack", _patched(one, item0 + 8, "<Q", 101), "does not fit"),
-    ]
-
-
-@pytest.mark.parametrize(("name", "payload", "needle"), _malformed(), ids=lambda v: str(v)[:20])
-def test_malformed_requests_raise_protocol_violation(name, payload, needle):
-    with pytest.raises(gpupart.ProtocolViolationError) as info:
-        fetch.parse_request(payload)
-    assert needle in str(info.value), name
-    assert isinstance(info.value, ValueError) and isinstance(info.value, gpupart.GpupartError)
-
-
-@pytest.mark.parametrize("n", [2, 40])
-def test_every_truncation_and_byte_flip_is_caught_or_harmless(n):
-    raw, _ = _request(n)
-    for cut in range(len(raw)):
-        with pytest.raises(gpupart.ProtocolViolationError):
-            fetch.parse_request(raw[:cut])
-    rng = np.random.default_rng(n)
-    for _ in range(500):
-        buf = bytearray(raw)
-        for pos in rng.integers(0, len(buf), size=rng.integers(1, 4)):
-            buf[pos] ^= int(rng.integers(1, 256))
-        try:
-            req = fetch.parse_request(bytes(buf))
-        except gpupart.ProtocolViolationError:
-            continue
-        # What parses is self-consistent: every packed item fits in its pack.
-        for p, b, o in zip(req.packs, req.nbytes, req.offsets, strict=True):
-            assert -1 <= p < len(req.pack_lengths)
-            assert p < 0 or o + b <= req.pack_lengths[p]
-    for _ in range(200):
-        garbage = rng.integers(0, 256, size=rng.integers(0, 300), dtype=np.uint8).tobytes()
-        with pytest.raises(gpupart.ProtocolViolationError):
-            fetch.parse_request(garbage)
-
-
-def test_rejection_round_trip():
-    raw = fetch.encode_rejection("bad request ✗")
-    assert fetch.parse_rejection(raw) == "bad request ✗"
-    assert fetch.parse_rejection(np.frombuffer(raw, np.uint8)) == "bad request ✗"
-    assert len(fetch.encode_rejection("x" * 10_000)) == 4 + 4096
-    with pytest.raises(gpupart.ProtocolViolationError, match="magic"):
-        fetch.parse_rejection(b"GPRQ nope")
-
-
-def test_plan_packs_layout():
-    packs, offsets, lengths = fetch.plan_packs(
-        [10, 20, 500, 30, 0], [True, True, False, True, True], 100
-    )
-    assert packs == [0, 0, -1, 1, 1]
-    assert offsets == [0, 64, 0, 0, 64]  # aligned to PACK_ALIGN; the third is sent alone
-    assert lengths == [84, 64]
-    assert fetch.plan_packs([], [], 100) == ([], [], [])
-    assert fetch.plan_packs([5, 5], [False, False], 100) == ([-1, -1], [0, 0], [])
-
-
-def test_plan_packs_invariants():
-    rng = np.random.default_rng(7)
-    limit = 4096
-    nbytes = rng.integers(0, 1500, size=2000).tolist()
-    eligible = [n <= 1000 for n in nbytes]
-    packs, offsets, lengths = fetch.plan_packs(nbytes, eligible, limit)
-    assert all(length <= limit for length in lengths)
-    members: dict[int, list[int]] = {}
-    for i, (p, ok) in enumerate(zip(packs, eligible, strict=True)):
-        assert (p >= 0) == ok
-        if p >= 0:
-            assert offsets[i] % fetch.PACK_ALIGN == 0
-            assert offsets[i] + nbytes[i] <= lengths[p]
-            members.setdefault(p, []).append(i)
-    for p, items in members.items():
-        spans = sorted((offsets[i], offsets[i] + nbytes[i]) for i in items)
-        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), p
-        assert lengths[p] == max(end for _, end in spans)
-    # The plan round-trips through the wire format.
-    req = fetch.parse_request(
-        fetch.encode_request(list(range(2000)), nbytes, packs, offsets, lengths, 1, 2)
-    )
-    assert list(req.packs) == packs and list(req.offsets) == offsets
-    assert req.pack_lengths == lengths
 
 
 # -- tags -------------------------------------------------------------------------------------
@@ -643,91 +514,3 @@ def test_coordinator_refuses_malformed_handshakes(job, caplog):
     reply = exchange(struct.pack("!I", 40) + pickle.dumps(("bye",)).ljust(40, b"."))
     assert reply[4:6] == b"NO"
     assert caplog.text.count("refused a join") == 3
-
-
-def _handle(tile_id: int, shape: tuple[int, ...], dtype: str, order: str = "C") -> gpupart.Handle:
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    return gpupart.Handle(
-        0, tile_id, np.dtype(dtype).str, shape, nbytes, gpupart.Location.parse(0), order
-    )
-
-
-@pytest.mark.parametrize(
-    "specs",
-    [
-        [((4, 3), "float64")] * 5,  # alike and evenly spaced: one strided view, split
-        [((7,), "int16")] * 3,
-        [((4, 3), "float64"), ((5,), "int8"), ((2, 2), "complex64")],  # mixed: one by one
-        [((3, 2), "float32", "F")] * 4,  # F order: one by one
-    ],
-)
-def test_pack_views_match_the_bytes_of_each_tile(specs):
-    handles = [_handle(i, *spec) for i, spec in enumerate(specs)]
-    _, offsets, lengths = fetch.plan_packs(
-        [h.nbytes for h in handles], [True] * len(handles), 1 << 20
-    )
-    pack = np.zeros(lengths[0], dtype=np.uint8)
-    expected = []
-    for h, off in zip(handles, offsets, strict=True):
-        arr = (np.arange(np.prod(h.shape)) + 10 * h.tile_id).astype(h.dtype)
-        arr = arr.reshape(h.shape, order=h.order)
-        raw = arr.ravel(order="K").view(np.uint8)
-        pack[off : off + h.nbytes] = raw
-        expected.append(arr)
-    members = np.arange(len(handles))
-    views = fetch._pack_views(pack, members, handles, np.asarray(offsets))
-    for got, want, h in zip(views, expected, handles, strict=True):
-        assert got.shape == h.shape and got.dtype == np.dtype(h.dtype)
-        np.testing.assert_array_equal(got, want)
-        assert np.shares_memory(got, pack)  # views, not copies
-
-
-def test_progressing_future_behaves_like_a_future():
-    from concurrent.futures import Future
-    from concurrent.futures import TimeoutError as FutureTimeout
-
-    from gpupart.tiles.results import ProgressingFuture, futures_sharing_condition
-
-    helped = []
-    futures = futures_sharing_condition(3, lambda fut, timeout: helped.append(timeout))
-    assert all(isinstance(f, (Future, ProgressingFuture)) for f in futures)
-    futures[0].set_result("tile")
-    assert futures[0].result() == "tile" and helped == []  # done: no help needed
-    with pytest.raises(FutureTimeout):
-        futures[1].result(timeout=0.01)  # the helper ran, then the plain wait timed out
-    assert helped == [0.01]
-    futures[2].set_exception(gpupart.TileNotFoundError(0, 9))
-    assert isinstance(futures[2].exception(), gpupart.TileNotFoundError)
-    with pytest.raises(gpupart.TileNotFoundError):
-        futures[2].result()
-
-
-def test_plan_packs_reserves_the_status_at_the_head_of_pack_0():
-    packs, offsets, lengths = fetch.plan_packs([100, 5000], [True, False], 4096, status_bytes=2)
-    assert packs == [0, -1] and offsets == [fetch.PACK_ALIGN, 0]
-    assert lengths == [fetch.PACK_ALIGN + 100]
-    # No packed item at all: pack 0 still exists, holding the status only.
-    assert fetch.plan_packs([5000], [False], 4096, status_bytes=1) == ([-1], [0], [1])
-
-
-@pytest.mark.parametrize(
-    ("packs", "offsets", "lengths", "needle"),
-    [
-        ([-1], [0], [], "must lead pack 0"),  # flag without any pack
-        ([0, 0], [0, 64], [128], "does not fit"),  # an item inside the status bytes
-        ([-1, -1, -1], [0, 0, 0], [2], "must lead pack 0"),  # pack 0 shorter than the status
-    ],
-)
-def test_status_in_pack_requests_are_checked(packs, offsets, lengths, needle):
-    n = len(packs)
-    raw = fetch.encode_request(
-        list(range(1, n + 1)), [8] * n, packs, offsets, lengths, 1, 2, fetch.STATUS_IN_PACK
-    )
-    with pytest.raises(gpupart.ProtocolViolationError, match=needle):
-        fetch.parse_request(raw)
-
-
-def test_unknown_request_flags_are_rejected():
-    raw = fetch.encode_request([1], [8], [-1], [0], [], 1, 2, 0x80)
-    with pytest.raises(gpupart.ProtocolViolationError, match="unknown flags"):
-        fetch.parse_request(raw)
