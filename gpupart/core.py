@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -129,7 +130,7 @@ class Runtime:
                 self._client.watch(self._on_lost)
                 self.barrier(timeout=options.bootstrap_timeout)  # every endpoint is wired up
         except BaseException:
-            self.close(_collective=False)
+            self._close(failure=None, collective=False)
             raise
 
     # -- joining --------------------------------------------------------------------------
@@ -318,44 +319,58 @@ class Runtime:
         if self._closed:
             raise NotInitializedError("this gpupart runtime is closed; call gpupart.init() again")
 
-    def close(self, *, _collective: bool = True) -> None:
-        """Leave the job: a closing barrier (when healthy), then stop threads and endpoints.
+    def close(self) -> None:
+        """Leave the job: a closing barrier, then stop threads and endpoints.
 
         Idempotent. Leaves no threads, endpoints or coordinator behind.
+        """
+        self._close(failure=None)
+
+    def _close(self, failure: str | None, *, collective: bool = True) -> None:
+        """Close; with ``failure`` (the error this rank fails with) tell the job and go fast.
+
+        A failing rank reports its error to the coordinator, which tells every other rank
+        at once (they raise :class:`~gpupart.PeerLostError` quoting it) and the launcher
+        (which names this rank); it then stops without waiting for anyone.
         """
         with self._close_lock:
             if self._closed:
                 return
             engine, opts = self._engine, self.options
-            if _collective and engine is not None and engine.alive and not engine.lost:
+            healthy = failure is None and engine is not None and engine.alive and not engine.lost
+            if failure is not None and self._client is not None:
+                self._client.report_failure(failure, timeout=min(opts.close_timeout, 2.0))
+            if healthy and collective:
                 try:
                     self._collectives.barrier(opts.close_timeout, kind=Kind.FINALIZE)
                 except GpupartError as exc:
                     logger.warning("rank %d: closing barrier failed: %s", self.rank, exc)
+                healthy = engine.alive and not engine.lost
             self._closed = True
-            if engine is not None:
+            deadline = time.monotonic() + opts.close_timeout
+            if healthy:  # a clean leave: last sends, then close endpoints gracefully
                 engine.drain(opts.close_timeout)
-                if engine.alive and not engine.lost:  # a clean leave: close endpoints gracefully
-                    closing = self._transport.close_endpoints()
-                    deadline = time.monotonic() + opts.close_timeout
-                    while not all(r.completed for r in closing) and time.monotonic() < deadline:
-                        time.sleep(0.001)  # the engine thread progresses them
-                    # Keep this worker up until every rank has closed its endpoints too.
-                    if self._client is not None:
-                        self._client.leave(max(deadline - time.monotonic(), 0.0))
+                closing = self._transport.close_endpoints()
+                while not all(r.completed for r in closing) and time.monotonic() < deadline:
+                    time.sleep(0.001)  # the engine thread progresses them
+                # Keep this worker up until every rank has closed its endpoints too.
+                if self._client is not None:
+                    self._client.leave(max(deadline - time.monotonic(), 0.0))
             if self._client is not None:
-                self._client.close(bye=True)
+                self._client.close(bye=failure is None)
+            stopped = True
             if engine is not None:
-                engine.close()
-            if self._transport is not None:
-                self._transport.close()
+                stopped = engine.close(max(deadline - time.monotonic(), 1.0))
             if self._fetcher is not None:
                 self._fetcher.close()
             if self._server is not None:
                 self._server.close()
+            if self._transport is not None and stopped:
+                self._transport.close()  # never under a progress thread that still runs
             self._store.clear()
             if self._coordinator is not None:
-                self._coordinator.wait_all_left(opts.close_timeout)
+                if failure is None:
+                    self._coordinator.wait_all_left(max(deadline - time.monotonic(), 0.0))
                 self._coordinator.close()
             _registry.forget(self)
 
@@ -363,7 +378,10 @@ class Runtime:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.close(_collective=exc_type is None)
+        if exc_type is None:
+            self.close()
+        else:
+            self._close(failure=_describe_failure(exc))
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -371,6 +389,11 @@ class Runtime:
             f"<gpupart.Runtime rank={self.rank}/{self.size} host={self.host!r}"
             f" device={self.device} launcher={self.launcher} {state}>"
         )
+
+
+def _describe_failure(exc: object) -> str:
+    """How a failing rank names its error to the job: type and message."""
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
 
 
 def _is_loopback(ip: str | None) -> bool:
@@ -429,7 +452,10 @@ class _Registry:
     def _close_at_exit(self) -> None:
         rt = self._runtime
         if rt is not None and not rt.closed:
-            rt.close(_collective=False)
+            # An uncaught exception (already printed) is this rank's failure; otherwise the
+            # program ended without closing: leave without waiting for the others.
+            error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+            rt._close(failure=None if error is None else _describe_failure(error), collective=False)
 
 
 _registry = _Registry()

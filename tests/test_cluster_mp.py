@@ -268,3 +268,60 @@ def test_simulated_slurm_step(tmp_path: Path, n):
     # rank 0 once every rank has joined: the secret does not outlive the start-up on disk.
     assert (tmp_path / "tokens").is_dir()
     assert list((tmp_path / "tokens").iterdir()) == []
+
+
+# -- a rank that fails ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "mode"), [(2, "barrier"), (3, "barrier"), (3, "fetch")])
+def test_a_failing_rank_tells_every_other_rank_why_at_once(start_ranks, n, mode):
+    """Without a launcher to stop them, the others raise PeerLostError quoting the error."""
+    bad = n - 1
+    events = []
+    job = start_ranks(n, "failing_rank.py", str(bad), mode, on_event=lambda *e: events.append(e))
+    results = job.wait(timeout=120)
+    report = "\n".join(r.describe() for r in results)
+    (failing,) = records(results[bad].stdout, "failing")
+    assert results[bad].returncode == 1, report
+    assert f"ValueError: rank {bad} cannot go on" in results[bad].stderr, report
+    for r in results:
+        if r.rank == bad:
+            continue
+        lost = records(r.stdout, "lost")
+        assert len(lost) == 1, report
+        (lost,) = lost
+        assert lost["error"] == "PeerLostError", report
+        assert f"rank {bad} was lost" in lost["message"], report
+        assert f"ValueError: rank {bad} cannot go on" in lost["message"], report
+        assert lost["at"] - failing["at"] < 5.0, report  # at once, not after close_timeout
+    assert ("failed", bad) in [e[:2] for e in events], events
+
+
+@pytest.mark.parametrize("mode", ["barrier", "fetch"])
+def test_a_failing_rank_stops_the_launched_job_fast_and_is_named(mode):
+    started = time.monotonic()
+    rc, out, err = run_job(3, "failing_rank.py", "2", mode, timeout=90)
+    took = time.monotonic() - started
+    assert rc == 1, f"{rc}\n{out}\n{err}"
+    assert records(out, "failing"), out
+    assert "[2] ValueError: rank 2 cannot go on" in err, err  # its own traceback, printed
+    assert "gpupart run: rank 2 failed (ValueError: rank 2 cannot go on)" in err, err
+    print(f"job of 3 ranks ({mode}) ended {took:.1f} s after it started")
+    assert took < 60  # loosely: a hang or a close_timeout per rank would show here
+
+
+@pytest.mark.parametrize("tls", [None, "tcp,self"])
+@pytest.mark.parametrize("n", [2, 3])
+def test_a_rank_killed_mid_transfer_is_a_peer_lost_error_for_its_readers(start_ranks, n, tls):
+    """Readers of a large tile whose owner dies get PeerLostError, never an abort."""
+    env = {"UCX_TLS": tls} if tls else None
+    for attempt in range(3):  # the death lands at a different point of a transfer each time
+        delay = str(1.0 + 0.3 * attempt)
+        job = start_ranks(n, "killed_mid_transfer.py", "0", str(256 << 20), delay, env=env)
+        results = job.wait(timeout=120)
+        report = "\n".join(r.describe() for r in results)
+        assert results[0].returncode == -signal.SIGKILL, report
+        for r in results[1:]:
+            assert r.returncode == 0, report  # not -6 (SIGABRT from UCX)
+            (lost,) = records(r.stdout, "lost")
+            assert lost["error"] == "PeerLostError" and lost["lost_rank"] == 0, report

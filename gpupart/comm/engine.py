@@ -266,17 +266,25 @@ class ProgressEngine:
             time.sleep(0.0005)
         return True
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the thread and fail what is still in flight; idempotent."""
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop the thread and fail what is still in flight; idempotent.
+
+        Returns whether the thread has stopped (if not, within ``timeout``, the transport
+        must not be closed under it: it is left as it is, and logged).
+        """
         self._stop.set()
         self.transport.wake()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning("the progress thread did not stop within %.1f s", timeout)
+            return False
         closing = PeerLostError(self.rank, "this rank's runtime was closed")
         for op in self._ops + list(self._new_ops):
             op.fail(closing)
         self._ops.clear()
         self._new_ops.clear()
+        return True
 
     # -- the loop -------------------------------------------------------------------------
 

@@ -35,6 +35,8 @@ __all__ = ["UCXTransport"]
 
 logger = logging.getLogger("gpupart.ucx")
 
+#: Transports when neither ``ucx_config`` nor ``UCX_TLS`` names them: all but CMA.
+_DEFAULT_TLS = "^cma"
 #: Mangled name of ``void ucxx::Request::cancel()`` (not overridden for tag requests).
 _CANCEL_SYMBOL = "_ZN4ucxx7Request6cancelEv"
 
@@ -113,6 +115,11 @@ class UCXTransport(Transport):
         self._ucx = ucx
         self._array = Array
         settings = {**defaults, **dict(config or {})}
+        if "TLS" not in settings and "UCX_TLS" not in os.environ:
+            # CMA lets a reader copy straight out of the owner's memory, and UCX aborts the
+            # reader when that owner dies mid-copy: a dead peer must be an error, not an
+            # abort. Without it, shared memory moves large messages through its own copies.
+            settings["TLS"] = _DEFAULT_TLS
         try:
             self._context = ucx.UCXContext(
                 config_dict=settings,

@@ -114,13 +114,20 @@ class Fetcher:
         return transfer
 
     def get(self, handles: Sequence[Any], out: Any, timeout: float | None) -> list[Any]:
-        """Fetch and wait; on a timeout withdraw everything and raise."""
-        transfer = self.start(handles, out, timeout)
-        try:
-            return transfer.result(max(transfer.deadline - time.monotonic(), 0.0))
-        except CommTimeoutError as exc:
-            transfer.abort(exc)
-            raise
+        """Fetch and wait; on a timeout withdraw everything and raise.
+
+        The calling thread progresses from the start: the engine's thread is not woken for
+        the requests it posts (a hand-off would cost more than a small tile's transfer).
+        """
+        if self._engine is None:
+            return self.start(handles, out, timeout).result(0.0)
+        with self._engine.helping():
+            transfer = self.start(handles, out, timeout)
+            try:
+                return transfer.result(max(transfer.deadline - time.monotonic(), 0.0))
+            except CommTimeoutError as exc:
+                transfer.abort(exc)
+                raise
 
     def _progress(self, done: Any, deadline: float, what: str, timeout: float) -> None:
         if self._engine is None:

@@ -22,6 +22,8 @@ def request_bounds(nbytes: np.ndarray, pack_threshold: int, pack_limit: int) -> 
     bytes: they need no pipelining.
     """
     n = len(nbytes)
+    if n <= 1:
+        return [0, n]
     packed = np.where(nbytes <= pack_threshold, nbytes, 0)
     ends = np.cumsum(packed)
     room = max(pack_limit - pack_threshold, 1)
@@ -54,6 +56,8 @@ def plan_items(
     items["nbytes"] = nbytes
     items["pack"] = -1
     items["offset"] = 0
+    if n == 1 and nbytes[0]:  # a pack needs two tiles with bytes
+        return items, np.zeros(0, dtype=np.int64)
     packable = nbytes <= pack_threshold
     if np.count_nonzero(packable & (nbytes > 0)) < 2:
         packable = nbytes == 0

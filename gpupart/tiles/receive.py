@@ -117,7 +117,8 @@ class Receive(Operation):
             transport.recv(make_tag(Kind.DATA, owner, pack_seq0 + j), buf)
             for j, buf in enumerate(self.packs)
         ]
-        alone_idx = np.flatnonzero(self.items["pack"] < 0).tolist()
+        packs = self.items["pack"]
+        alone_idx = np.flatnonzero(packs < 0).tolist() if self.packs else range(n)
         for i in alone_idx:
             out = None if self.outs is None else self.outs[i]
             result = out if out is not None and not self._private_outs else None
@@ -128,15 +129,15 @@ class Receive(Operation):
             self._alone.append(item)
         if alone_idx:  # their bytes may be moving into their results: running
             self.transfer.claim(self.where[alone_idx])
-        lengths = np.fromiter((p.shape[0] for p in self.packs), np.int64, len(self.packs))
+        lengths = [p.shape[0] for p in self.packs]
         request = wire.encode_request(self.items, lengths, item_seq0, pack_seq0)
         self._request_bytes = request
         self._send = transport.send(owner, make_tag(Kind.REQUEST, self.me, self.batch), request)
-        packs = self.items["pack"]
-        packed = np.flatnonzero(packs >= 0)
-        bounds = np.searchsorted(packs[packed], np.arange(len(self.packs) + 1)).tolist()
-        self._pack_members = [packed[lo:hi] for lo, hi in itertools.pairwise(bounds)]
-        self._views = [self._pack_views(j) for j in range(len(self.packs))]
+        if self.packs:  # the views of each pack's tiles, while the owner works
+            packed = np.flatnonzero(packs >= 0)
+            bounds = np.searchsorted(packs[packed], np.arange(len(self.packs) + 1)).tolist()
+            self._pack_members = [packed[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+            self._views = [self._pack_views(j) for j in range(len(self.packs))]
 
     def _pack_views(self, j: int) -> list[Any] | None:
         """Return views of pack ``j``'s tiles (None for a handle whose fields disagree)."""

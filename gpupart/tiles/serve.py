@@ -34,7 +34,7 @@ __all__ = ["TileServer"]
 logger = logging.getLogger("gpupart.fetch")
 
 _NBYTES = operator.attrgetter("nbytes")
-_ADDRESS = operator.attrgetter("address")
+_NONE = np.zeros(0, dtype=np.int64)
 
 
 class TileServer:
@@ -104,15 +104,15 @@ class _ServeRequest(Operation):
             have = np.fromiter(map(_NBYTES, self.tiles), np.int64, n)
         except AttributeError:
             have = np.fromiter((-1 if t is None else t.nbytes for t in self.tiles), np.int64, n)
+        self.failed = _NONE
         if server.store.has_consumers:  # tiles meant for one rank are unknown to the others
             foreign = [t is not None and t.consumer not in (None, consumer) for t in self.tiles]
             have[np.flatnonzero(foreign)] = -1
-        missing = have < 0
-        wrong = ~missing & (have != items["nbytes"].astype(np.int64))
-        self.failed = np.flatnonzero(missing | wrong)
-        for i in self.failed.tolist():
-            self.tiles[i] = None
-        if len(self.failed):
+        if (have != items["nbytes"].view(np.int64)).any():  # a size of 2**63+ reads negative
+            missing = have < 0
+            self.failed = np.flatnonzero(have != items["nbytes"].view(np.int64))
+            for i in self.failed.tolist():
+                self.tiles[i] = None
             codes = np.where(missing[self.failed], wire.NOT_FOUND, wire.SIZE_MISMATCH)
             server._send_reply(consumer, batch, wire.encode_failures(self.failed, codes))
         # Only tiles whose producer registered an event can be not ready yet.
@@ -163,12 +163,24 @@ class _ServeRequest(Operation):
         req, tiles = self.request, self.tiles
         items = req.items
         packs = items["pack"]
+        if len(req.pack_lengths):
+            self._send_packs(packs)
+            alone = np.flatnonzero(packs < 0).tolist()
+        else:
+            alone = range(len(tiles))
+        for i in alone:
+            tile = tiles[i]
+            if tile is not None:
+                self._send(req.item_seq0 + i, tile.data)
+
+    def _send_packs(self, packs: np.ndarray) -> None:
+        req, tiles, items = self.request, self.tiles, self.request.items
         packed = np.flatnonzero(packs >= 0)  # in pack order: the layout was checked
         bounds = np.searchsorted(packs[packed], np.arange(len(req.pack_lengths) + 1)).tolist()
         on_device = self.server.store.has_device_tiles and any(
             t is not None and type(t.data) is not np.ndarray for t in tiles
         )
-        if not on_device and len(packed):
+        if not on_device:
             addresses = np.fromiter(
                 (0 if t is None else t.address for t in tiles), np.uint64, len(tiles)
             )
@@ -181,10 +193,6 @@ class _ServeRequest(Operation):
             else:
                 self._send(seq, self._host_pack(length, addresses[members], offsets, sizes))
             self.server.transport.progress()  # let the packs already sent move
-        for i in np.flatnonzero(packs < 0).tolist():
-            tile = tiles[i]
-            if tile is not None:
-                self._send(req.item_seq0 + i, tile.data)
 
     def _host_pack(
         self, length: int, addresses: np.ndarray, offsets: np.ndarray, sizes: np.ndarray

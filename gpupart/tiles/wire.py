@@ -32,6 +32,7 @@ Item codes: 1 no such tile (unknown or freed), 2 size mismatch (a stale or forge
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,13 +82,13 @@ class Request:
 
 
 def encode_request(
-    items: np.ndarray, pack_lengths: np.ndarray, item_seq0: int, pack_seq0: int
+    items: np.ndarray, pack_lengths: Sequence[int], item_seq0: int, pack_seq0: int
 ) -> bytes:
     """Serialise a request from its :data:`ITEM` array and pack lengths."""
     header = _HEADER.pack(
         _REQUEST_MAGIC, _VERSION, 0, len(items), len(pack_lengths), item_seq0, pack_seq0
     )
-    return b"".join((header, items.tobytes(), np.asarray(pack_lengths, "<u8").tobytes()))
+    return b"".join((header, items.tobytes(), struct.pack(f"<{len(pack_lengths)}Q", *pack_lengths)))
 
 
 def parse_request(payload: np.ndarray | bytes) -> Request:
@@ -115,22 +116,26 @@ def parse_request(payload: np.ndarray | bytes) -> Request:
         )
     items = np.frombuffer(raw, dtype=ITEM, count=n_items, offset=_HEADER.size).copy()
     lengths = np.frombuffer(raw, dtype="<u8", count=n_packs, offset=want - n_packs * 8)
-    request = Request(items, lengths.astype(np.int64), item_seq0, pack_seq0)
     _check_layout(items, lengths)
-    return request
+    return Request(items, lengths.astype(np.int64), item_seq0, pack_seq0)
 
 
 def _check_layout(items: np.ndarray, lengths: np.ndarray) -> None:
     """Sizes in range; packed items in order, inside their pack; packs exactly filled."""
     sizes, offsets, packs = items["nbytes"], items["offset"], items["pack"]
-    too_big = (sizes >= MAX_SIZE) | (offsets >= MAX_SIZE)
-    if too_big.any():
-        k = int(np.argmax(too_big))
+    if sizes.max() >= MAX_SIZE or offsets.max() >= MAX_SIZE:
+        k = int(np.argmax((sizes >= MAX_SIZE) | (offsets >= MAX_SIZE)))
         raise ProtocolViolationError(
             f"request: expected item sizes and offsets below 2**62, found {sizes[k]} bytes at"
             f" offset {offsets[k]}"
         )
     n_packs = len(lengths)
+    if not n_packs:  # every item travels alone
+        if packs.max() != -1 or packs.min() != -1:
+            raise ProtocolViolationError(
+                f"request: an item names pack {int(packs[packs != -1][0])}; there are none"
+            )
+        return
     bad = (packs < -1) | (packs >= n_packs)
     if bad.any():
         raise ProtocolViolationError(
