@@ -79,6 +79,8 @@ def _malformed() -> list[tuple[str, bytes, str]]:
         ("no items", _layout([], [], [], []), "expected 1..4096 items, found 0"),
         ("pack out of range", _patched(one, item0 + 16, "<i", 1), "names pack 1; there are 1"),
         ("pack below -1", _patched(one, item0 + 16, "<i", -2), "names pack -2"),
+        ("a pack but none announced", _layout([8, 8], [-1, 0], [0, 0], []), "there are none"),
+        ("pack -2, none announced", _layout([8], [-2], [0], []), "names pack -2"),
         ("item past its pack", _patched(one, item0 + 20, "<Q", 64), "its items end at 164"),
         ("item larger than its pack", _patched(one, item0 + 8, "<Q", 101), "end at 101"),
         ("pack longer than its items", _layout([100], [0], [0], [101]), "announced as 101"),

@@ -8,6 +8,8 @@ the same objects are tested in ``test_inprocess_job.py``.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import itertools
 import threading
 import time
 from concurrent.futures import CancelledError
@@ -98,6 +100,26 @@ def test_cancel_only_pending_tiles():
     assert states(t) == ["cancelled", "done", "done", "failed", "cancelled", "cancelled"]
     assert t.value(0) is None and t.value(1) == "b" and t.done()
     assert "3 cancelled" in repr(t) and "2 done" in repr(t) and "1 failed" in repr(t)
+
+
+def test_cancel_takes_negative_indices_like_indexing():
+    """``cancel([-1])`` is the last tile, as ``transfer[-1]`` is: its error is under its index.
+
+    A negative index must not be kept as a second name of a tile: the tile's own future
+    would not see its CancelledError, and naming one tile both ways would count it twice
+    as settled (``done()`` true while a tile is still pending).
+    """
+    t = Transfer(3, None, 1.0)
+    assert t.cancel([-1]) == 1
+    assert t[2].cancelled() and isinstance(t.error(2), CancelledError)
+    with pytest.raises(CancelledError):
+        t[2].result(timeout=0)
+    assert t.exceptions().keys() == {2}
+    t = Transfer(3, None, 1.0)
+    assert t.cancel([2, -1]) == 1  # one tile, named twice
+    t.deliver_one(0, "a")
+    assert not t.done()  # tile 1 is still pending
+    assert list(itertools.islice(t.as_completed(timeout=0), 2)) == [2, 0]
 
 
 # -- delivery ---------------------------------------------------------------------------------
@@ -333,3 +355,78 @@ def test_futures_bridge_with_a_thread_delivering():
     finally:
         thread.join()
     assert not not_done and [f.result() for f in futures] == list(range(500))
+
+
+class _SteppedLock:
+    """A lock that runs a thread's hook right after that thread releases it (a schedule)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.after_release: dict[int, object] = {}
+
+    def __enter__(self) -> _SteppedLock:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+        hook = self.after_release.pop(threading.get_ident(), None)
+        if hook is not None:
+            hook()
+
+
+def test_a_tile_settling_while_futures_are_made_completes_its_future_once(monkeypatch):
+    """futures() on one thread while deliver_one() settles a tile on another.
+
+    The schedule is forced: the delivering thread settles tile 0 and releases the lock;
+    futures() then makes the bridge (tile 0 is settled, so it completes future 0); the
+    delivering thread, finding the bridge, completes future 0 too. Both must not set it:
+    the second ``set_result`` raises ``InvalidStateError`` on whichever thread it is (the
+    caller of futures(), or the progress thread delivering tiles).
+    """
+    both_checked = threading.Barrier(2, timeout=2)
+
+    class CheckedTogether(concurrent.futures.Future):
+        """A future whose first done() check waits for a second thread's (the race)."""
+
+        def done(self) -> bool:
+            result = super().done()
+            if not result:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    both_checked.wait()
+            return result
+
+    monkeypatch.setattr("gpupart.tiles.transfer.Future", CheckedTogether)
+    t = Transfer(1, None, 1.0)
+    t._lock = lock = _SteppedLock()
+    delivered, bridged = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+    made: list = []
+
+    def deliver() -> None:
+        def pause() -> None:  # between settling the tile and looking for the bridge
+            delivered.set()
+            assert bridged.wait(5)
+
+        lock.after_release[threading.get_ident()] = pause
+        try:
+            t.deliver_one(0, "a")
+        except BaseException as exc:
+            errors.append(exc)
+
+    def bridge() -> None:
+        assert delivered.wait(5)
+        lock.after_release[threading.get_ident()] = bridged.set
+        try:
+            made.extend(t.futures())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver), threading.Thread(target=bridge)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert made and made[0].result(timeout=0) == "a"
