@@ -325,3 +325,49 @@ def test_a_rank_killed_mid_transfer_is_a_peer_lost_error_for_its_readers(start_r
             assert r.returncode == 0, report  # not -6 (SIGABRT from UCX)
             (lost,) = records(r.stdout, "lost")
             assert lost["error"] == "PeerLostError" and lost["lost_rank"] == 0, report
+
+
+# -- collectives that go wrong ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_mismatched_collectives_fail_every_rank_at_once(n):
+    rc, out, err = run_job(n, "collective_mismatch.py", timeout=120)
+    check_done(n, rc, out, err)
+    cases = records(out, "case")
+    by_case: dict[str, list[dict]] = {}
+    for c in cases:
+        by_case.setdefault(c["case"], []).append(c)
+    assert len(by_case) == 7, by_case.keys()
+    for name, ranks in by_case.items():
+        assert sorted(c["rank"] for c in ranks) == list(range(n)), name
+        for c in ranks:
+            assert c["message"] is not None, f"{name}: rank {c['rank']} did not fail"
+            assert c["seconds"] < 30, f"{name}: failed only by timeout: {c}"
+        messages = " | ".join(c["message"] for c in ranks)
+        if name.startswith("unsendable"):
+            assert f"rank {n - 1}" in messages and "cannot be sent" in messages, messages
+        else:
+            assert "called" in messages and f"rank {n - 1}" in messages, messages
+    ops = by_case["allreduce_ops"][0]["message"]
+    assert "op='sum'" in ops and "op='max'" in ops, ops
+
+
+def test_a_timeout_names_the_rank_that_is_stuck(start_ranks):
+    job = start_ranks(3, "collective_stuck.py", "2")
+    deadline = time.monotonic() + 60
+    results = None
+    try:
+        while time.monotonic() < deadline:
+            outs = [p.poll() for p in job.procs[:2]]
+            if all(o is not None for o in outs):
+                break
+            time.sleep(0.2)
+    finally:
+        job.kill(2, signal.SIGCONT)
+        results = job.wait(timeout=60)
+    report = "\n".join(r.describe() for r in results)
+    timeouts = [t for r in results[:2] for t in records(r.stdout, "timeout")]
+    assert sorted(t["rank"] for t in timeouts) == [0, 1], report
+    for t in timeouts:
+        assert "rank 2 did not answer" in t["message"], report  # never "rank 0"

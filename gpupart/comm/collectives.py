@@ -1,20 +1,30 @@
-"""Collectives for metadata and small statistics, over the job's UCX endpoints.
+"""Collectives for metadata and small statistics, over the job's transport.
 
-Every collective is a binomial tree (``O(log size)`` steps, ``O(size)`` messages): gather
-towards a root and/or broadcast from it. Payloads are pickles of Python objects and small
-arrays; they come only from peers that joined through the authenticated coordinator.
-Messages are tagged ``(COLLECTIVE, sender, seq)`` where ``seq`` counts collectives, which
-every rank calls in the same order (the MPI rule); the closing barrier uses its own kind so
-it can never be confused with a user's collective.
+Every rank calls the same collectives in the same order (the MPI rule); the ``n``-th
+collective of a kind uses sequence numbers ``2n`` and ``2n + 1``. Barrier, broadcast,
+allgather and allreduce are one reduction to rank 0 along a binomial tree and one broadcast
+back (``2 log2(size)`` steps; a broadcast's value travels up from its root first);
+alltoall is one message to every other rank. The closing barrier uses a kind of its own
+so it can never be confused with a user's collective.
 
-Wire format of one payload: ``pickle.dumps((status, value), protocol=5)`` where ``status``
-is ``"ok"`` or ``"error"`` (``value`` then holds the message that every rank raises).
+Payloads are encoded with :mod:`gpupart.comm.codec`, never pickled: ``(signature, status,
+value)``. The *signature* says what the sender called, with the arguments every rank must
+agree on (root, op, dtype and shape); ``status`` is ``"ok"`` or ``"error"`` (``value`` then
+says why, and every rank raises it). A contribution whose signature differs from the
+receiver's own becomes such an error, naming both calls. A rank that sees a collective go
+wrong in a way the others cannot learn from the tree (a message of another collective with
+this number, a peer that did not answer in time) sends an *abort* to every rank, tag
+``(ABORT, sender, n)`` with payload ``(kind, reason)``: each rank raises
+:class:`~gpupart.CollectiveError` with that reason in (or on reaching) collective ``n``.
+Waits nest: a rank with more tree levels below it waits a little longer, so the rank that
+first times out is the one closest to whoever is stuck, and names it (in an abort); a rank
+whose wait for the result times out waits up to two seconds more for that abort.
 """
 
 from __future__ import annotations
 
 import itertools
-import pickle
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,13 +33,22 @@ from typing import Any
 import numpy as np
 
 from gpupart import backend as backends
+from gpupart.comm import codec
 from gpupart.comm.engine import ProgressEngine, SendOperation
 from gpupart.comm.tags import Kind, make_tag
 from gpupart.comm.transport import Transport
-from gpupart.errors import CollectiveError, CommTimeoutError, PeerLostError
+from gpupart.errors import (
+    CollectiveError,
+    CommTimeoutError,
+    GpupartError,
+    PeerLostError,
+    ProtocolViolationError,
+)
 from gpupart.job.coordinator import LEFT_REASON
 
 __all__ = ["REDUCE_OPS", "Collectives", "Mailbox"]
+
+logger = logging.getLogger("gpupart.collectives")
 
 #: Reduction operators accepted by :meth:`Collectives.allreduce`.
 REDUCE_OPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -39,27 +58,85 @@ REDUCE_OPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "max": np.maximum,
 }
 
-
 _LOST_GRACE = 0.5  # seconds to wait for a lost peer's last messages
+#: After a wait for a collective's result times out, how long to wait for the abort of the
+#: rank that gathers it, which names the rank that did not answer (at most the timeout).
+_ABORT_GRACE = 2.0
+_KEPT_AHEAD = 4  # collectives ahead of this rank whose messages are kept
+
+Signature = tuple[Any, ...]
+Value = tuple[str, Any]
 
 
 class Mailbox:
-    """Collective payloads that have arrived, waiting for the collective that expects them."""
+    """Collective messages that have arrived, waiting for the collective that expects them.
+
+    Messages are decoded as they arrive (on the progressing thread). A message of a
+    collective this rank has finished, or of one too far ahead, is dropped.
+    """
 
     def __init__(self) -> None:
-        self._items: dict[tuple[int, int, int], bytes] = {}
+        self._items: dict[tuple[int, int, int], tuple[Signature, str, Any]] = {}
+        self._aborts: dict[tuple[int, int], str] = {}
+        self._current: dict[int, int] = {}  # kind -> number of the collective under way
         self._cond = threading.Condition()
 
     def put(self, kind: int, sender: int, seq: int, payload: np.ndarray) -> None:
-        """Store a payload (called from the progress thread)."""
+        """Store a message (called from the progressing thread)."""
+        number = seq // 2
         with self._cond:
-            self._items[(kind, sender, seq)] = payload.tobytes()
+            current = self._current.get(kind, 0)
+        if not current <= number < current + _KEPT_AHEAD:
+            logger.warning(
+                "dropped collective message %d of kind %d from rank %d", seq, kind, sender
+            )
+            return
+        try:
+            message = codec.decode(payload)
+        except ProtocolViolationError as exc:
+            message = exc
+        if not (isinstance(message, tuple) and len(message) == 3):
+            problem = (
+                message if isinstance(message, Exception) else "not (signature, status, value)"
+            )
+            message = ((), "error", f"rank {sender} sent a malformed collective message: {problem}")
+        with self._cond:
+            self._items[(kind, sender, seq)] = message
             self._cond.notify_all()
+
+    def put_abort(self, sender: int, number: int, payload: np.ndarray) -> None:
+        """Store an abort of collective ``number`` (called from the progressing thread)."""
+        try:
+            kind, reason = codec.decode(payload)
+            kind, reason = int(kind), str(reason)
+        except (ProtocolViolationError, TypeError, ValueError) as exc:
+            kind, reason = int(Kind.COLLECTIVE), f"rank {sender} sent a malformed abort: {exc}"
+        with self._cond:
+            self._aborts.setdefault((kind, number), reason)
+            self._cond.notify_all()
+
+    def wait_abort(self, kind: int, number: int, timeout: float) -> str | None:
+        """Wait up to ``timeout`` for an abort of collective ``number``; return its reason."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (reason := self._aborts.get((kind, number))) is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            return reason
 
     def wake(self) -> None:
         """Wake every waiter so it re-checks for lost peers."""
         with self._cond:
             self._cond.notify_all()
+
+    def begin(self, kind: int, number: int) -> None:
+        """Start collective ``number`` of ``kind``: drop what is left of earlier ones."""
+        with self._cond:
+            self._current[kind] = number
+            for key in [k for k in self._items if k[0] == kind and k[2] // 2 < number]:
+                del self._items[key]
 
     def take(
         self,
@@ -67,16 +144,30 @@ class Mailbox:
         sender: int,
         seq: int,
         *,
+        signature: Signature,
+        rank: int,
         deadline: float,
-        timeout: float,
         what: str,
         lost: Callable[[int], PeerLostError | None],
-    ) -> bytes:
-        """Wait for and remove one payload; raises if ``sender`` is lost or time runs out."""
+    ) -> tuple[Signature, str, Any]:
+        """Wait for and remove one message.
+
+        Raises :class:`~gpupart.CollectiveError` for an abort of this collective or for a
+        message of it with another signature (which this rank cannot fold in),
+        :class:`~gpupart.PeerLostError` if ``sender`` is lost, and
+        :class:`~gpupart.CommTimeoutError` (naming ``sender``) at ``deadline``.
+        """
         key = (kind, sender, seq)
+        number = seq // 2
         lost_at = None
         with self._cond:
             while key not in self._items:
+                reason = self._aborts.get((kind, number))
+                if reason is not None:
+                    raise CollectiveError(reason)
+                for (k, other, s), (theirs, _, _) in self._items.items():
+                    if k == kind and s // 2 == number and theirs != signature and theirs:
+                        raise CollectiveError(_disagree(rank, signature, other, theirs))
                 err = lost(sender)
                 if err is not None:
                     # What a peer sent before it left may still be in flight: a short grace.
@@ -86,7 +177,7 @@ class Mailbox:
                         raise err
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise CommTimeoutError(f"{what}: waiting for rank {sender}", timeout)
+                    raise CommTimeoutError(f"{what}: rank {sender} did not answer", _NOT_KNOWN)
                 self._cond.wait(min(remaining, 0.25))
             return self._items.pop(key)
 
@@ -95,8 +186,11 @@ class Mailbox:
             return len(self._items)
 
 
+_NOT_KNOWN = 0.0  # CommTimeoutError's timeout when the message says enough
+
+
 class Collectives:
-    """Barrier, broadcast, allgather and allreduce among ``size`` ranks (see module docstring)."""
+    """Barrier, broadcast, allgather, allreduce and alltoall (see the module docstring)."""
 
     def __init__(
         self,
@@ -113,34 +207,273 @@ class Collectives:
         self._transport = transport
         self._engine = engine
         self._mailbox = Mailbox()
-        self._seq = {Kind.COLLECTIVE: itertools.count(), Kind.FINALIZE: itertools.count()}
+        self._numbers = {Kind.COLLECTIVE: itertools.count(), Kind.FINALIZE: itertools.count()}
         self._lock = threading.Lock()  # one collective at a time per process, like MPI
+        self._levels = _levels_below(rank, size)
         if engine is not None:  # a world of one needs no messages
             for kind in (Kind.COLLECTIVE, Kind.FINALIZE):
                 engine.on(kind, self._deliver(kind))
+            engine.on(Kind.ABORT, self._mailbox.put_abort)
             engine.on_lost(lambda rank, reason: self._mailbox.wake())
 
     def _deliver(self, kind: Kind) -> Callable[[int, int, np.ndarray], None]:
         return lambda sender, seq, payload: self._mailbox.put(kind, sender, seq, payload)
 
-    # -- point to point -------------------------------------------------------------------
+    # -- public collectives ---------------------------------------------------------------
 
-    def _send(self, kind: Kind, dst: int, seq: int, status: str, value: Any, what: str) -> None:
-        payload = pickle.dumps((status, value), protocol=5)
-        request = self._transport.send(dst, make_tag(kind, self.rank, seq), payload)
-        self._engine.submit(SendOperation(self._transport, dst, request, payload, what))
+    def barrier(self, timeout: float | None = None, *, kind: Kind = Kind.COLLECTIVE) -> None:
+        """Return once every rank has entered the barrier."""
+        self._tree(("barrier",), ("ok", None), _keep_first, timeout, kind)
 
-    def _recv(self, kind: Kind, src: int, seq: int, deadline: float, timeout: float, what: str):
-        raw = self._mailbox.take(
-            kind,
-            src,
-            seq,
-            deadline=deadline,
-            timeout=timeout,
-            what=what,
-            lost=self._any_crashed if kind is Kind.FINALIZE else self._any_lost,
+    def broadcast(self, obj: Any, root: int = 0, timeout: float | None = None) -> Any:
+        """Return ``root``'s ``obj`` on every rank."""
+        self._check_root(root)
+        value = (
+            _encodable(obj, f"rank {root} could not send its object")
+            if self.rank == root
+            else ("ok", None)
         )
-        return pickle.loads(raw)  # from an authenticated member of the job
+
+        def from_root(a: Value, b: Value, child: int) -> Value:
+            if a[0] == "error" or b[0] == "error":
+                return a if a[0] == "error" else b
+            return b if _subtree_holds(child, root, self.size) else a
+
+        return self._tree(("broadcast", root), value, from_root, timeout, root=root)
+
+    def allgather(self, obj: Any, timeout: float | None = None) -> list[Any]:
+        """Return every rank's ``obj``, as a list indexed by rank."""
+
+        def merge(a: Value, b: Value, _child: int) -> Value:
+            if a[0] == "error" or b[0] == "error":
+                return a if a[0] == "error" else b
+            return ("ok", {**a[1], **b[1]})
+
+        mine = _encodable(obj, f"rank {self.rank} could not send its object")
+        value = mine if mine[0] == "error" else ("ok", {self.rank: obj})
+        gathered = self._tree(("allgather",), value, merge, timeout)
+        return [gathered[r] for r in range(self.size)]
+
+    def allreduce(self, array: Any, op: str = "sum", timeout: float | None = None) -> Any:
+        """Reduce a small array (or scalar) elementwise over all ranks with ``op``.
+
+        Returns the same kind of object it was given (NumPy array, CuPy array or scalar).
+        Ranks passing different shapes or dtypes all raise :class:`~gpupart.CollectiveError`.
+        """
+        if op not in REDUCE_OPS:
+            raise ValueError(f"op: expected one of {sorted(REDUCE_OPS)}, found {op!r}")
+        host, restore = _to_host(array)
+        ufunc = REDUCE_OPS[op]
+
+        def combine(a: Value, b: Value, _child: int) -> Value:
+            if a[0] == "error" or b[0] == "error":
+                return a if a[0] == "error" else b
+            return ("ok", ufunc(a[1], b[1]))
+
+        signature = ("allreduce", op, host.dtype.str, tuple(host.shape))
+        return restore(self._tree(signature, ("ok", host), combine, timeout))
+
+    def alltoall(self, objs: Any, timeout: float | None = None) -> list[Any]:
+        """Send ``objs[d]`` to rank ``d``; return what every rank sent here, by rank.
+
+        One message to each other rank (``O(size)`` per rank). A rank that passes the wrong
+        number of objects, or one that cannot be sent, makes every rank raise
+        :class:`~gpupart.CollectiveError` naming it.
+        """
+        try:
+            count = len(objs)
+        except TypeError:
+            count = None
+        if count != self.size:
+            found = "an object without a length" if count is None else f"{count}"
+            problem = (
+                f"rank {self.rank} passed {found} objects, expected {self.size} (one per rank)"
+            )
+            outgoing: list[Value] = [("error", problem)] * self.size
+        else:
+            outgoing = [("ok", obj) for obj in objs]
+            for dst, obj in enumerate(objs):
+                sent = _encodable(obj, f"rank {self.rank} could not send objs[{dst}]")
+                if sent[0] == "error":
+                    outgoing = [sent] * self.size
+                    break
+        signature = ("alltoall",)
+        kind = Kind.COLLECTIVE
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            number = self._begin(kind)
+            seq = 2 * number
+            try:
+                for step in range(1, self.size):  # pairwise order spreads the load
+                    dst = (self.rank + step) % self.size
+                    self._send(kind, dst, seq, signature, outgoing[dst])
+                received = [outgoing[self.rank]] * self.size
+                for step in range(1, self.size):
+                    src = (self.rank - step) % self.size
+                    received[src] = self._recv(
+                        kind, src, seq, signature, deadline, timeout, "alltoall"
+                    )
+            except GpupartError as exc:
+                self._abort_all(kind, number, exc)
+                raise
+        problems = sorted({value for status, value in received if status == "error"})
+        if problems:
+            raise CollectiveError(f"alltoall: {'; '.join(problems)}")
+        return [value for _, value in received]
+
+    # -- the tree -------------------------------------------------------------------------
+
+    def _tree(
+        self,
+        signature: Signature,
+        value: Value,
+        combine: Callable[[Value, Value, int], Value],
+        timeout: float | None,
+        kind: Kind = Kind.COLLECTIVE,
+        root: int = 0,
+    ) -> Any:
+        """Reduce ``value`` to rank 0 with ``combine``, then broadcast the result back."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            number = self._begin(kind)
+            if self.size == 1:
+                result = value
+            else:
+                try:
+                    reduced = self._reduce(
+                        kind, number, signature, value, combine, deadline, timeout
+                    )
+                    result = self._bcast(kind, number, signature, reduced, deadline, timeout)
+                except GpupartError as exc:
+                    self._abort_all(kind, number, exc)
+                    raise
+        status, payload = result
+        if status == "error":  # the same words on every rank
+            raise CollectiveError(f"{signature[0]}: {payload}")
+        return payload
+
+    def _reduce(
+        self,
+        kind: Kind,
+        number: int,
+        signature: Signature,
+        value: Value,
+        combine: Callable[[Value, Value, int], Value],
+        deadline: float,
+        timeout: float,
+    ) -> Value | None:
+        """Binomial-tree reduction to rank 0; the result on rank 0, None elsewhere.
+
+        A rank waits for its children until a little before ``deadline``, the less the
+        more levels are below it (see the module docstring).
+        """
+        seq = 2 * number
+        margin = min(1.0, 0.05 * timeout)
+        mine = deadline - margin * (_levels_below(0, self.size) - self._levels)
+        mask = 1
+        while mask < self.size:
+            if self.rank & mask:
+                self._send(kind, self.rank - mask, seq, signature, value)
+                return None
+            child = self.rank + mask
+            if child < self.size:
+                theirs = self._recv(kind, child, seq, signature, mine, timeout, _call(signature))
+                value = combine(value, theirs, child)
+            mask <<= 1
+        return value
+
+    def _bcast(
+        self,
+        kind: Kind,
+        number: int,
+        signature: Signature,
+        value: Value | None,
+        deadline: float,
+        timeout: float,
+    ) -> Value:
+        """Binomial-tree broadcast of ``value`` (meaningful on rank 0) to every rank."""
+        seq = 2 * number + 1
+        mask = 1
+        while mask < self.size:
+            if self.rank & mask:
+                value = self._recv(
+                    kind, self.rank - mask, seq, signature, deadline, timeout, _call(signature)
+                )
+                break
+            mask <<= 1
+        if value is None:
+            raise CollectiveError(f"{_call(signature)}: no value reached rank {self.rank}")
+        mask >>= 1
+        while mask > 0:
+            if self.rank + mask < self.size:
+                self._send(kind, self.rank + mask, seq, signature, value)
+            mask >>= 1
+        return value
+
+    # -- messages -------------------------------------------------------------------------
+
+    def _begin(self, kind: Kind) -> int:
+        number = next(self._numbers[kind])
+        self._mailbox.begin(kind, number)
+        return number
+
+    def _send(self, kind: Kind, dst: int, seq: int, signature: Signature, value: Value) -> None:
+        try:
+            payload = codec.encode((signature, *value))
+        except (TypeError, ValueError) as exc:  # checked by the caller; a last guard
+            payload = codec.encode((signature, "error", f"rank {self.rank}: {exc}"))
+        request = self._transport.send(dst, make_tag(kind, self.rank, seq), payload)
+        self._engine.submit(SendOperation(self._transport, dst, request, payload, _call(signature)))
+
+    def _recv(
+        self,
+        kind: Kind,
+        src: int,
+        seq: int,
+        signature: Signature,
+        deadline: float,
+        timeout: float,
+        what: str,
+    ) -> Value:
+        try:
+            theirs, status, value = self._mailbox.take(
+                kind,
+                src,
+                seq,
+                signature=signature,
+                rank=self.rank,
+                deadline=deadline,
+                what=what,
+                lost=self._any_crashed if kind is Kind.FINALIZE else self._any_lost,
+            )
+        except CommTimeoutError as exc:
+            if seq % 2:  # the result did not come down: the rank that gathers it may say why
+                reason = self._mailbox.wait_abort(kind, seq // 2, min(_ABORT_GRACE, timeout))
+                if reason is not None:
+                    raise CollectiveError(reason) from exc
+            raise CommTimeoutError(f"{what}: rank {src} did not answer", timeout) from exc
+        if theirs != signature:
+            return ("error", _disagree(self.rank, signature, src, theirs))
+        return (status, value)
+
+    def _abort_all(self, kind: Kind, number: int, error: GpupartError) -> None:
+        """Tell every rank that collective ``number`` failed here, and why."""
+        if isinstance(error, PeerLostError) or self._engine is None:
+            return  # every rank hears of a lost peer from the coordinator
+        reason = str(error) if isinstance(error, CollectiveError) else f"rank {self.rank}: {error}"
+        payload = codec.encode((int(kind), reason))
+        for dst in range(self.size):
+            if dst == self.rank or self._engine.lost_error(dst) is not None:
+                continue
+            try:
+                request = self._transport.send(
+                    dst, make_tag(Kind.ABORT, self.rank, number), payload
+                )
+            except GpupartError:
+                continue
+            self._engine.submit(SendOperation(self._transport, dst, request, payload, "an abort"))
 
     def _any_crashed(self, src: int) -> PeerLostError | None:
         """For the closing barrier: ``src`` gone, or any rank gone without saying goodbye.
@@ -157,211 +490,66 @@ class Collectives:
         return None
 
     def _any_lost(self, src: int) -> PeerLostError | None:
-        """Return the first rank lost, if any: a collective needs every rank of the job.
-
-        Checking only ``src`` would leave a rank whose tree neighbours are alive waiting until
-        the timeout, or blaming a neighbour that left because of the first loss. Not used for
-        the closing barrier, which ranks that finished it leave cleanly.
-        """
+        """Return the first rank lost, if any: a collective needs every rank of the job."""
         lost = self._engine.lost  # in the order the losses were reported
         if not lost:
             return None
         rank = next(iter(lost))
         return PeerLostError(rank, lost[rank])
 
-    # -- trees ----------------------------------------------------------------------------
-
-    def _reduce(
-        self,
-        kind: Kind,
-        seq: int,
-        value: tuple[str, Any],
-        combine: Callable[[tuple[str, Any], tuple[str, Any], int], tuple[str, Any]],
-        deadline: float,
-        timeout: float,
-        what: str,
-    ) -> tuple[str, Any] | None:
-        """Binomial-tree reduction to rank 0; returns the result on rank 0, None elsewhere."""
-        mask = 1
-        while mask < self.size:
-            if self.rank & mask:
-                self._send(kind, self.rank - mask, seq, value[0], value[1], what)
-                return None
-            child = self.rank + mask
-            if child < self.size:
-                value = combine(value, self._recv(kind, child, seq, deadline, timeout, what), child)
-            mask <<= 1
-        return value
-
-    def _bcast(
-        self,
-        kind: Kind,
-        seq: int,
-        value: tuple[str, Any] | None,
-        deadline: float,
-        timeout: float,
-        what: str,
-        root: int = 0,
-    ) -> tuple[str, Any]:
-        """Binomial-tree broadcast of ``value`` (meaningful on ``root``) to every rank."""
-        relative = (self.rank - root) % self.size
-        mask = 1
-        while mask < self.size:
-            if relative & mask:
-                src = (relative - mask + root) % self.size
-                value = self._recv(kind, src, seq, deadline, timeout, what)
-                break
-            mask <<= 1
-        if value is None:
-            raise CollectiveError(f"{what}: no value reached rank {self.rank}")
-        mask >>= 1
-        while mask > 0:
-            if relative + mask < self.size:
-                dst = (relative + mask + root) % self.size
-                self._send(kind, dst, seq, value[0], value[1], what)
-            mask >>= 1
-        return value
-
-    def _run(
-        self,
-        what: str,
-        value: tuple[str, Any],
-        combine: Callable[[tuple[str, Any], tuple[str, Any], int], tuple[str, Any]],
-        timeout: float | None,
-        kind: Kind = Kind.COLLECTIVE,
-    ) -> Any:
-        timeout = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            seq = next(self._seq[kind])
-            if self.size == 1:
-                result = value
-            else:
-                root_value = self._reduce(kind, 2 * seq, value, combine, deadline, timeout, what)
-                result = self._bcast(kind, 2 * seq + 1, root_value, deadline, timeout, what)
-        status, payload = result
-        if status == "error":
-            raise CollectiveError(f"{what}: {payload}")
-        return payload
-
-    # -- public collectives ---------------------------------------------------------------
-
-    def barrier(self, timeout: float | None = None, *, kind: Kind = Kind.COLLECTIVE) -> None:
-        """Return once every rank has entered the barrier."""
-        self._run("barrier", ("ok", None), _keep_first, timeout, kind)
-
-    def broadcast(self, obj: Any, root: int = 0, timeout: float | None = None) -> Any:
-        """Return ``root``'s ``obj`` on every rank."""
-        self._check_root(root)
-        timeout = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        value: tuple[str, Any] | None = None
-        if self.rank == root:
-            try:
-                pickle.dumps(obj, protocol=5)
-                value = ("ok", obj)
-            except Exception as exc:
-                value = ("error", f"rank {root} could not serialise its object: {exc!r}")
-        with self._lock:
-            seq = next(self._seq[Kind.COLLECTIVE])
-            if self.size > 1:
-                value = self._bcast(
-                    Kind.COLLECTIVE, 2 * seq + 1, value, deadline, timeout, "broadcast", root
-                )
-        assert value is not None  # noqa: S101 - root's own value when size == 1
-        if value[0] == "error":
-            raise CollectiveError(f"broadcast: {value[1]}")
-        return value[1]
-
-    def allgather(self, obj: Any, timeout: float | None = None) -> list[Any]:
-        """Return every rank's ``obj``, as a list indexed by rank."""
-
-        def merge(a: tuple[str, Any], b: tuple[str, Any], _child: int) -> tuple[str, Any]:
-            if a[0] == "error" or b[0] == "error":
-                return a if a[0] == "error" else b
-            return ("ok", {**a[1], **b[1]})
-
-        gathered = self._run("allgather", ("ok", {self.rank: obj}), merge, timeout)
-        return [gathered[r] for r in range(self.size)]
-
-    def allreduce(self, array: Any, op: str = "sum", timeout: float | None = None) -> Any:
-        """Reduce a small array (or scalar) elementwise over all ranks with ``op``.
-
-        Returns the same kind of object it was given (NumPy array, CuPy array or scalar).
-        Ranks passing different shapes or dtypes all raise :class:`~gpupart.CollectiveError`.
-        """
-        if op not in REDUCE_OPS:
-            raise ValueError(f"op: expected one of {sorted(REDUCE_OPS)}, found {op!r}")
-        host, restore = _to_host(array)
-        ufunc = REDUCE_OPS[op]
-        rank = self.rank
-
-        def combine(a: tuple[str, Any], b: tuple[str, Any], child: int) -> tuple[str, Any]:
-            if a[0] == "error" or b[0] == "error":
-                return a if a[0] == "error" else b
-            x, y = a[1], b[1]
-            if x.shape != y.shape or x.dtype != y.dtype:
-                return (
-                    "error",
-                    f"every rank must pass the same shape and dtype: rank {rank} passed"
-                    f" {x.shape} {x.dtype}, rank {child} passed {y.shape} {y.dtype}",
-                )
-            return ("ok", ufunc(x, y))
-
-        return restore(self._run(f"allreduce(op={op!r})", ("ok", host), combine, timeout))
-
-    def alltoall(self, objs: Any, timeout: float | None = None) -> list[Any]:
-        """Send ``objs[d]`` to rank ``d``; return what every rank sent here, by rank.
-
-        One message to each other rank (``O(size)`` per rank). A rank that passes the wrong
-        number of objects, or one that cannot be sent, makes every rank raise
-        :class:`~gpupart.CollectiveError` naming it.
-        """
-        timeout = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        outgoing: list[tuple[str, Any]]
-        try:
-            count = len(objs)
-        except TypeError:
-            count = None
-        if count != self.size:
-            found = "an object without a length" if count is None else f"{count}"
-            problem = (
-                f"rank {self.rank} passed {found} objects, expected {self.size} (one per rank)"
-            )
-            outgoing = [("error", problem)] * self.size
-        else:
-            outgoing = []
-            for dst, obj in enumerate(objs):
-                try:
-                    if dst != self.rank:
-                        pickle.dumps(obj, protocol=5)
-                    outgoing.append(("ok", obj))
-                except Exception as exc:
-                    problem = f"rank {self.rank} could not send objs[{dst}]: {exc!r}"
-                    outgoing = [("error", problem)] * self.size
-                    break
-        with self._lock:
-            seq = 2 * next(self._seq[Kind.COLLECTIVE])
-            for step in range(1, self.size):  # pairwise order spreads the load
-                dst = (self.rank + step) % self.size
-                status, value = outgoing[dst]
-                self._send(Kind.COLLECTIVE, dst, seq, status, value, "alltoall")
-            received = [outgoing[self.rank]] * self.size
-            for step in range(1, self.size):
-                src = (self.rank - step) % self.size
-                received[src] = self._recv(Kind.COLLECTIVE, src, seq, deadline, timeout, "alltoall")
-        problems = sorted({value for status, value in received if status == "error"})
-        if problems:
-            raise CollectiveError(f"alltoall: {'; '.join(problems)}")
-        return [value for _, value in received]
-
     def _check_root(self, root: int) -> None:
         if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < self.size:
             raise ValueError(f"root: expected a rank in 0..{self.size - 1}, found {root!r}")
 
 
-def _keep_first(a: tuple[str, Any], b: tuple[str, Any], _child: int) -> tuple[str, Any]:
+def _encodable(obj: Any, what: str) -> Value:
+    """``("ok", obj)`` if ``obj`` can be sent, else ``("error", why)``."""
+    try:
+        codec.encode(obj)
+    except (TypeError, ValueError) as exc:
+        return ("error", f"{what}: {exc}")
+    return ("ok", obj)
+
+
+def _levels_below(rank: int, size: int) -> int:
+    """Tree levels below ``rank`` in the binomial reduction to rank 0."""
+    levels, mask = 0, 1
+    while mask < size and not rank & mask:
+        if rank + mask < size:
+            levels += 1
+        mask <<= 1
+    return levels
+
+
+def _subtree_holds(child: int, rank: int, size: int) -> bool:
+    """Whether ``rank`` is in the subtree that ``child`` reduces (child .. child + span)."""
+    span = (child & -child) if child else size
+    return child <= rank < child + span
+
+
+def _disagree(rank: int, mine: Signature, other: int, theirs: Signature) -> str:
+    """Describe two ranks in different collectives (or with different arguments)."""
+    low, high = sorted([(rank, mine), (other, theirs)])
+    calls = f"rank {low[0]} called {_call(low[1])}, rank {high[0]} called {_call(high[1])}"
+    if mine and theirs and mine[:2] == theirs[:2] == ("allreduce", mine[1]):
+        return f"every rank must pass the same shape and dtype: {calls}"
+    return f"ranks called different collectives: {calls}"
+
+
+def _call(signature: Signature) -> str:
+    """How a signature reads in an error: ``allreduce(op='sum', dtype=<f8, shape=(3,))``."""
+    if not signature:
+        return "an unknown collective"
+    name, *args = signature
+    if name == "broadcast":
+        return f"broadcast(root={args[0]})"
+    if name == "allreduce":
+        op, dtype, shape = args
+        return f"allreduce(op={op!r}, dtype={np.dtype(dtype)}, shape={tuple(shape)})"
+    return f"{name}()"
+
+
+def _keep_first(a: Value, b: Value, _child: int) -> Value:
     return a if a[0] == "error" or b[0] != "error" else b
 
 

@@ -39,6 +39,7 @@ class Kind(enum.IntEnum):
     RESPONSE = 9  #: owner -> consumer: per-item status of a batch
     COLLECTIVE = 10  #: collective operation payloads
     FINALIZE = 11  #: the closing barrier (kept apart from user collectives)
+    ABORT = 12  #: a collective failed on its sender: every rank raises
 
 
 def make_tag(kind: Kind, sender: int, seq: int) -> int:

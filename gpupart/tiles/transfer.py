@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from typing import Any
 
 import numpy as np
@@ -99,7 +99,11 @@ class Transfer:
 
     def cancel(self, indices: Indices | None = None) -> int:
         """Cancel the pending tiles among ``indices`` (default all); returns how many."""
-        idx = np.arange(len(self._values)) if indices is None else np.asarray(indices, np.int64)
+        n = len(self._values)
+        idx = np.arange(n) if indices is None else np.asarray(indices, np.int64).reshape(-1)
+        if len(idx) and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"indices: expected values in -{n}..{n - 1}, found {idx.tolist()}")
+        idx = idx % n if n else idx
         with self._lock:
             state = self._state[idx]
             hit = np.unique(idx[state == PENDING])
@@ -241,13 +245,14 @@ class Transfer:
             return
         for i in indices:
             future = bridge[i]
-            if future.done():
-                continue
             error = self._errors.get(i)
-            if error is None:
-                future.set_result(self._values[i])
-            else:
-                future.set_exception(error)
+            try:  # a tile settled while the bridge was made is set by whichever comes first
+                if error is None:
+                    future.set_result(self._values[i])
+                else:
+                    future.set_exception(error)
+            except InvalidStateError:
+                continue
 
     def _wait_for(self, done: Callable[[], bool], timeout: float | None, what: str) -> None:
         if done():
