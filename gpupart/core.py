@@ -14,6 +14,7 @@ from typing import Any
 
 from gpupart import backend as backends
 from gpupart import topology
+from gpupart.comm.auth import MessageSeal, job_key
 from gpupart.comm.collectives import Collectives
 from gpupart.comm.engine import ProgressEngine
 from gpupart.comm.tags import MAX_RANKS, Kind
@@ -136,10 +137,9 @@ class Runtime:
     # -- joining --------------------------------------------------------------------------
 
     def _join(self, spec: bootstrap.JobSpec) -> None:
-        from gpupart.comm.ucx import UCXTransport
+        from gpupart.comm.ucx import UCXTransport, job_devices
 
         options = self.options
-        self._transport = transport = UCXTransport(config=dict(options.ucx_config))
         if spec.launcher == "mpi":
             spec = bootstrap.exchange_via_mpi(
                 spec, self._serve_coordinator_for(spec), timeout=options.bootstrap_timeout
@@ -158,6 +158,11 @@ class Runtime:
         local_ip = self._client.connect()
         if not local_ip.startswith("127.") or _is_loopback(self.location.ip):
             self.location = self.location._replace(ip=local_ip)
+        # UCX listens only where the job talks: the interface this rank reaches the
+        # coordinator through (loopback for a one-machine job), plus InfiniBand ports.
+        self._transport = transport = UCXTransport(
+            config=dict(options.ucx_config), devices=job_devices(local_ip)
+        )
         record = {
             "rank": self.rank,
             "address": transport.address,
@@ -171,13 +176,21 @@ class Runtime:
                 os.unlink(spec.token_file)
         self.peers = [entry["location"] for entry in table]
         self._engine = engine = ProgressEngine(
-            transport, rank=self.rank, spin=options.progress_spin
+            transport,
+            rank=self.rank,
+            spin=options.progress_spin,
+            seal=MessageSeal(job_key(spec.token, spec.job_id), self.rank),
+            max_message=options.max_message_bytes,
         )
         for entry in table:
             if entry["rank"] != self.rank:
                 transport.connect(entry["rank"], entry["address"])
         self._server = TileServer(
-            self._store, transport, engine, serve_timeout=options.fetch_timeout
+            self._store,
+            transport,
+            engine,
+            serve_timeout=options.fetch_timeout,
+            pack_threshold=options.pack_threshold,
         )
         self._coordinator_rank = 0 if spec.launcher in ("slurm", "mpi") else COORDINATOR_RANK
 

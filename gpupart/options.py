@@ -34,15 +34,15 @@ class RuntimeOptions:
     progress_spin: float = 0.002
     #: Tiles of at most this many bytes are packed into a few messages per batch.
     pack_threshold: int = 64 << 10
-    #: Largest pack message. Several packs per batch let the owner gather pack j+1 while
-    #: the consumer reads pack j (8 MiB measured best for 10,000 x 4 KiB; 32 MiB was 30%
-    #: slower).
+    #: Largest pack message. Several packs per call let the owner gather pack j+1 while
+    #: the consumer reads pack j.
     pack_limit: int = 8 << 20
     #: Most bytes of received packs' memory a consumer keeps for reuse once the caller has
-    #: dropped every tile of a pack (0: none). Fresh memory costs page faults: without the
-    #: pool, 10,000 x 4 KiB took 15-21 ms instead of 7.5 ms whenever glibc had returned the
-    #: previous packs' memory to the system.
+    #: dropped every tile of a pack (0: none): fresh memory costs page faults.
     receive_pool_bytes: int = 256 << 20
+    #: Largest control message (fetch request, collective payload) a rank accepts; larger
+    #: ones are dropped before they are received, and collectives refuse to send them.
+    max_message_bytes: int = 64 << 20
     #: Most bytes an exchange keeps allocated for pieces still on their way.
     exchange_window: int = 256 << 20
     #: 'cpu', 'cuda' or None (CUDA when a GPU is usable); also ``GPUPART_DEVICE``.

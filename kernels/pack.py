@@ -1,7 +1,7 @@
 """Pack kernel: gather many small host tiles into one message buffer in one compiled loop.
 
 An owner answering a request for thousands of small tiles copies them into a few *packs*
-(see :mod:`gpupart.tiles.serve`). ``numpy.concatenate`` spends ~0.2 µs of bookkeeping per
+(see :mod:`gpupart.tiles.serve`). ``numpy.concatenate`` spends bookkeeping per
 piece; this loop is a ``memcpy`` per tile and a ``memset`` per padding run, with the GIL
 released. It works on raw addresses, so the caller keeps every tile alive while it runs
 and passes only ranges it has checked. Compiled on first use and cached on disk by numba

@@ -371,3 +371,11 @@ def test_a_timeout_names_the_rank_that_is_stuck(start_ranks):
     assert sorted(t["rank"] for t in timeouts) == [0, 1], report
     for t in timeouts:
         assert "rank 2 did not answer" in t["message"], report  # never "rank 0"
+
+
+def test_requests_beyond_their_bounds_are_rejected_without_pinning_memory():
+    rc, out, err = run_job(2, "crafted_requests.py", timeout=120)
+    check_done(2, rc, out, err)
+    (memory,) = records(out, "memory")
+    assert memory["after"] - memory["before"] < 128, memory  # not the 512 MiB announced
+    assert "beyond its bounds" in err, err  # the owner logs whom it refused

@@ -23,7 +23,7 @@ from gpupart.tiles import wire
 from gpupart.tiles.fetcher import _check_out, _contiguous_strides, _outs_fit
 from gpupart.tiles.handles import HANDLE_RECORD, handle_records, record_problem, records_alike
 from gpupart.tiles.plan import plan_items, request_bounds
-from gpupart.tiles.pool import HostBufferPool, ReceivePool
+from gpupart.tiles.pool import POOLED_MIN, HostBufferPool, ReceivePool
 from gpupart.tiles.receive import pack_views
 from gpupart.tiles.serve import _HostRange, _spans_one_range
 from gpupart.tiles.store import Tile, TileStore, byte_view, copy_into
@@ -285,17 +285,17 @@ def test_receive_pool_keeps_at_most_its_capacity_and_nothing_after_close():
 
 def test_a_block_can_come_back_while_its_pool_is_locked_by_the_same_thread():
     pool = ReceivePool()
-    pack = pool.empty(100)
+    pack = pool.empty(POOLED_MIN)
     with pool._blocks.lock:  # as when a collection under the lock drops a pack's last view
         del pack  # the finalizer returns the block on this thread, here and now
-    assert pool.kept == 1 << 16
+    assert pool.kept == POOLED_MIN
 
 
 def test_receive_pool_takes_blocks_back_from_many_threads():
     pool = ReceivePool(capacity=1 << 30)
 
     def churn(_):
-        arrays = [pool.empty((1 << 16) * (1 + i % 3)) for i in range(50)]
+        arrays = [pool.empty(POOLED_MIN * (1 + i % 3)) for i in range(50)]
         for a in arrays:
             a[:8] = 1
         return len(arrays)
@@ -303,7 +303,8 @@ def test_receive_pool_takes_blocks_back_from_many_threads():
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
         assert sum(ex.map(churn, range(8))) == 400
     gc.collect()
-    assert pool.kept % (1 << 16) == 0 and 0 < pool.kept <= 400 * (1 << 18)
+    # blocks are power-of-two classes: 1, 2 and 4 MiB for the three sizes asked for
+    assert pool.kept % POOLED_MIN == 0 and 0 < pool.kept <= 400 * 4 * POOLED_MIN
 
 
 # -- handles -----------------------------------------------------------------------------------

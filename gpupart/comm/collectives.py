@@ -23,6 +23,7 @@ whose wait for the result times out waits up to two seconds more for that abort.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -34,7 +35,7 @@ import numpy as np
 
 from gpupart import backend as backends
 from gpupart.comm import codec
-from gpupart.comm.engine import ProgressEngine, SendOperation
+from gpupart.comm.engine import ProgressEngine
 from gpupart.comm.tags import Kind, make_tag
 from gpupart.comm.transport import Transport
 from gpupart.errors import (
@@ -424,8 +425,7 @@ class Collectives:
             payload = codec.encode((signature, *value))
         except (TypeError, ValueError) as exc:  # checked by the caller; a last guard
             payload = codec.encode((signature, "error", f"rank {self.rank}: {exc}"))
-        request = self._transport.send(dst, make_tag(kind, self.rank, seq), payload)
-        self._engine.submit(SendOperation(self._transport, dst, request, payload, _call(signature)))
+        self._engine.send_control(dst, make_tag(kind, self.rank, seq), payload, _call(signature))
 
     def _recv(
         self,
@@ -467,13 +467,9 @@ class Collectives:
         for dst in range(self.size):
             if dst == self.rank or self._engine.lost_error(dst) is not None:
                 continue
-            try:
-                request = self._transport.send(
-                    dst, make_tag(Kind.ABORT, self.rank, number), payload
-                )
-            except GpupartError:
-                continue
-            self._engine.submit(SendOperation(self._transport, dst, request, payload, "an abort"))
+            with contextlib.suppress(GpupartError):  # a peer gone meanwhile
+                tag = make_tag(Kind.ABORT, self.rank, number)
+                self._engine.send_control(dst, tag, payload, "an abort")
 
     def _any_crashed(self, src: int) -> PeerLostError | None:
         """For the closing barrier: ``src`` gone, or any rank gone without saying goodbye.

@@ -10,7 +10,7 @@ for its tiles to be served.
 Scheduling: while there is traffic the thread spins (progress, probe, poll) so a request is
 answered in microseconds; after ``spin`` seconds without activity it arms the worker and
 sleeps in ``select`` until UCX or a submitter wakes it, bounded by a short timeout while
-operations are in flight (some UCX wake-ups were measured to arrive late on shared memory)
+operations are in flight (some UCX wake-ups arrive late on shared memory)
 and a longer one when idle.
 """
 
@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from gpupart.comm.auth import MAC_BYTES, MessageSeal
 from gpupart.comm.tags import Kind, split_tag
 from gpupart.comm.transport import Transport
-from gpupart.errors import CommTimeoutError, PeerLostError
+from gpupart.errors import AuthenticationError, CommTimeoutError, PeerLostError
 
 __all__ = ["Operation", "ProgressEngine", "SendOperation"]
 
@@ -90,37 +91,46 @@ class SendOperation(Operation):
 
 
 class _Incoming(Operation):
-    """An unexpected message being received, handed to its kind's handler when complete."""
+    """An unexpected message being received: checked, then handed to its kind's handler."""
 
     what = "receiving a message"
 
     def __init__(
         self,
-        transport: Transport,
+        engine: ProgressEngine,
+        tag: int,
         request: object,
         buffer: np.ndarray,
-        sender: int,
-        seq: int,
         handler: Handler,
     ):
-        self.transport = transport
+        self.engine = engine
+        self.tag = tag
         self.request = request
         self.buffer = buffer
-        self.peer = sender
-        self.seq = seq
+        _, self.peer, self.seq = split_tag(tag)
         self.handler = handler
+        self.handled = False  # the handler was called (it owns the outcome then)
 
     def poll(self) -> bool:
         if not self.request.completed:  # type: ignore[attr-defined]
             return False
-        self.transport.check(self.request)
+        engine = self.engine
+        engine.transport.check(self.request)
         self.request = None
-        self.handler(self.peer, self.seq, self.buffer)  # type: ignore[arg-type]
+        payload = self.buffer
+        if engine.seal is not None:
+            try:
+                payload = engine.seal.open(self.tag, payload)
+            except AuthenticationError as exc:
+                self.fail(exc)
+                return True
+        self.handled = True
+        self.handler(self.peer, self.seq, payload)  # type: ignore[arg-type]
         return True
 
     def fail(self, exc: BaseException) -> None:
         self.request = None
-        logger.debug("dropped an incoming message from rank %s: %s", self.peer, exc)
+        self.engine._dropped(self.tag, exc, announced=not self.handled)
 
 
 class _Helping:
@@ -153,14 +163,20 @@ class ProgressEngine:
         spin: float = 0.002,
         idle_wait: float = 0.05,
         busy_wait: float = 0.001,
+        seal: MessageSeal | None = None,
+        max_message: int = 64 << 20,
     ) -> None:
         self.transport = transport
         self.rank = rank
+        #: Seals control messages and checks them on arrival (None: no checks, for tests).
+        self.seal = seal
+        self._max_message = max_message
+        self._drops = 0
         self._spin = spin
         self._idle_wait = idle_wait
         self._busy_wait = busy_wait
         self._handlers: dict[Kind, Handler] = {}
-        self._announcers: dict[Kind, Callable[[int, int], None]] = {}
+        self._announcers: dict[Kind, Callable[[int, int, bool], None]] = {}
         self._new_ops: collections.deque[Operation] = collections.deque()
         self._ops: list[Operation] = []
         self._lost: dict[int, str] = {}
@@ -173,6 +189,7 @@ class ProgressEngine:
         self._next_deadline_check = 0.0
         self._thread = threading.Thread(target=self._run, name="gpupart-progress", daemon=True)
         self._error: BaseException | None = None
+        self._discard = np.zeros(1, dtype=np.uint8)
 
     # -- configuration (before start) -----------------------------------------------------
 
@@ -180,14 +197,15 @@ class ProgressEngine:
         self,
         kind: Kind,
         handler: Handler,
-        announce: Callable[[int, int], None] | None = None,
+        announce: Callable[[int, int, bool], None] | None = None,
     ) -> None:
         """Route unexpected messages of ``kind`` to ``handler(sender, seq, payload)``.
 
-        ``announce(sender, seq)``, if given, is called as soon as such a message is taken
-        off the transport's queue, before its bytes have arrived (in the same round, and
-        before any operation is polled): a protocol can then wait for a message it now
-        knows is coming.
+        ``payload`` is the message without its MAC, which was checked. ``announce(sender,
+        seq, True)``, if given, is called as soon as such a message is taken off the
+        transport's queue, before its bytes have arrived (in the same round, and before any
+        operation is polled), so a protocol can wait for a message it knows is coming;
+        ``announce(sender, seq, False)`` follows if the message is then dropped.
         """
         self._handlers[kind] = handler
         if announce is not None:
@@ -377,19 +395,24 @@ class ProgressEngine:
 
     def _receive_unexpected(self) -> bool:
         did = False
-        while (found := self.transport.probe()) is not None:
-            kind, sender, seq = split_tag(found.tag)
-            buffer = np.empty(max(found.length, 1), dtype=np.uint8)[: found.length]
-            request = self.transport.recv_probed(found, buffer)
+        transport = self.transport
+        while (found := transport.probe()) is not None:
             did = True
+            kind, sender, seq = split_tag(found.tag)
             handler = self._handlers.get(kind)  # type: ignore[call-overload]
-            if handler is None:
-                logger.warning("dropped a message of unknown kind %d from rank %d", kind, sender)
+            limit = self._max_message + MAC_BYTES
+            if handler is None or found.length > limit:
+                # Taken into one byte (the rest is discarded): never a large allocation.
+                transport.recv_probed(found, self._discard)
+                why = "an unknown kind" if handler is None else f"over {limit} bytes"
+                self._dropped(found.tag, f"{why} ({found.length} bytes)", announced=False)
                 continue
             announce = self._announcers.get(kind)  # type: ignore[call-overload]
             if announce is not None:
-                announce(sender, seq)
-            incoming = _Incoming(self.transport, request, buffer, sender, seq, handler)
+                announce(sender, seq, True)
+            buffer = np.empty(max(found.length, 1), dtype=np.uint8)[: found.length]
+            request = transport.recv_probed(found, buffer)
+            incoming = _Incoming(self, found.tag, request, buffer, handler)
             try:
                 finished = incoming.poll()  # eager messages are already complete
             except Exception as exc:
@@ -398,6 +421,30 @@ class ProgressEngine:
             if not finished:
                 self._ops.append(incoming)
         return did
+
+    def _dropped(self, tag: int, why: object, *, announced: bool) -> None:
+        """Log a message that was not acted on (the first ones, then every thousandth)."""
+        kind, sender, seq = split_tag(tag)
+        announce = self._announcers.get(kind)  # type: ignore[call-overload]
+        if announce is not None and announced:
+            announce(sender, seq, False)
+        self._drops += 1
+        if self._drops <= 10 or self._drops % 1000 == 0:
+            logger.warning(
+                "rank %d dropped a message (kind %d, claimed sender %d): %s (%d dropped so far)",
+                self.rank,
+                kind,
+                sender,
+                why,
+                self._drops,
+            )
+
+    def send_control(self, rank: int, tag: int, payload: bytes, what: str) -> Any:
+        """Send a message of an unexpected kind, sealed (with its MAC); returns the request."""
+        sealed = payload if self.seal is None else self.seal.seal(rank, tag, payload)
+        request = self.transport.send(rank, tag, sealed)
+        self.submit(SendOperation(self.transport, rank, request, sealed, what))
+        return request
 
     def _poll_ops(self) -> bool:
         keep: list[Operation] = []

@@ -1,8 +1,8 @@
 """The UCX transport: one ucxx worker per process, endpoints to peers made from worker addresses.
 
 Measured on the development machine (two processes, see ``bench/RESULTS.md``): endpoints
-made from a listener use TCP only (~0.6 GB/s); endpoints made from worker addresses with
-UCX error handling off use shared memory/CMA (5-15 GB/s) and cuda_ipc between GPUs. So
+made from a listener use TCP only; endpoints made from worker addresses with UCX error
+handling off use shared memory and cuda_ipc between GPUs (several times faster). So
 gpupart exchanges worker addresses at rendezvous and detects dead peers itself (through the
 coordinator), never through UCX error handling.
 
@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import select
+import socket
+import struct
+from pathlib import Path
 from typing import Any
 
 from gpupart.comm.tags import UNEXPECTED_MASK
@@ -35,6 +39,7 @@ __all__ = ["UCXTransport"]
 
 logger = logging.getLogger("gpupart.ucx")
 
+_SIOCGIFADDR = 0x8915  # Linux ioctl: an interface's IPv4 address
 #: Transports when neither ``ucx_config`` nor ``UCX_TLS`` names them: all but CMA.
 _DEFAULT_TLS = "^cma"
 #: Mangled name of ``void ucxx::Request::cancel()`` (not overridden for tag requests).
@@ -92,6 +97,44 @@ def _request_cancel() -> Any:
     return None
 
 
+def job_devices(ip: str) -> str | None:
+    """``UCX_NET_DEVICES`` for a rank that talks to the job from ``ip``.
+
+    The network interface holding ``ip`` (``lo`` for loopback), plus every InfiniBand port
+    (UCX names them ``device:port``); None if no interface holds ``ip`` (UCX then chooses).
+    """
+    devices = _interfaces_with(ip)
+    if not devices:
+        return None
+    ib = Path("/sys/class/infiniband")
+    if ib.is_dir():
+        for port in sorted(ib.glob("*/ports/*")):
+            devices.append(f"{port.parent.parent.name}:{port.name}")
+    return ",".join(devices)
+
+
+def _interfaces_with(ip: str) -> list[str]:
+    """Names of the IPv4 interfaces that hold the address ``ip``."""
+    try:
+        wanted = socket.inet_aton(ip)
+    except OSError:
+        return []  # IPv6 or a name: leave the choice to UCX
+    found = []
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                reply = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, request)
+            except OSError:
+                continue  # no IPv4 address
+            if reply[20:24] == wanted:
+                found.append(name)
+    return found
+
+
+_CLOSED = object()  # an endpoint whose close was started before
+
+
 class _Probed:
     """An unexpected message taken off UCX's queue: its tag, length and ucxx handle."""
 
@@ -110,11 +153,15 @@ class UCXTransport(Transport):
     the environment's ``UCX_*`` variables apply as usual.
     """
 
-    def __init__(self, *, config: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *, config: dict[str, str] | None = None, devices: str | None = None
+    ) -> None:
         ucx, Array, defaults = _import_ucxx()
         self._ucx = ucx
         self._array = Array
         settings = {**defaults, **dict(config or {})}
+        if devices and "NET_DEVICES" not in settings and "UCX_NET_DEVICES" not in os.environ:
+            settings["NET_DEVICES"] = devices
         if "TLS" not in settings and "UCX_TLS" not in os.environ:
             # CMA lets a reader copy straight out of the owner's memory, and UCX aborts the
             # reader when that owner dies mid-copy: a dead peer must be an error, not an
@@ -132,6 +179,7 @@ class UCXTransport(Transport):
         self._epoll_fd = self._worker.epoll_file_descriptor
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._endpoints: dict[int, Any] = {}
+        self._closing: list[tuple[Any, Any]] = []  # endpoints being closed, kept until close()
         self._probe_tag = ucx.UCXXTag(UNEXPECTED_MASK)
         self._probe_mask = ucx.UCXXTagMask(UNEXPECTED_MASK)
         self._cancel = _request_cancel()
@@ -164,8 +212,14 @@ class UCXTransport(Transport):
             raise TransportError(f"could not reach rank {rank} over UCX: {exc}") from exc
 
     def disconnect(self, rank: int) -> None:
-        """Forget the endpoint to a lost peer (without a flush that could hang on a dead peer)."""
-        self._endpoints.pop(rank, None)
+        """Forget the endpoint to a lost peer, without waiting for it.
+
+        The endpoint is only *started* closing and kept until :meth:`close`: ucxx's
+        endpoint destructor would otherwise flush it, and wait forever for a dead peer.
+        """
+        endpoint = self._endpoints.pop(rank, None)
+        if endpoint is not None:
+            self._closing.append(self._start_close(endpoint))
 
     # -- messages -------------------------------------------------------------------------
 
@@ -250,20 +304,30 @@ class UCXTransport(Transport):
         Dropping an endpoint instead leaves the peer's side to find the connection reset
         (over TCP, ucxx then logs "Connection reset by remote peer" at the peer).
         """
-        requests = []
-        for endpoint in self._endpoints.values():
-            with contextlib.suppress(self._ucx.UCXError):
-                requests.append(endpoint.close())
-        return requests
+        requests = [self._start_close(endpoint) for endpoint in self._endpoints.values()]
+        self._endpoints.clear()  # each endpoint is closed once: ucxx has nothing to close twice
+        self._closing.extend(requests)
+        return [request for _, request in requests if request is not _CLOSED]
+
+    def _start_close(self, endpoint: Any) -> tuple[Any, Any]:
+        """Start closing ``endpoint`` (call once per endpoint); return it and its request."""
+        try:
+            request = endpoint.close()
+        except self._ucx.UCXError:
+            request = None
+        return endpoint, _CLOSED if request is None else request
 
     def close(self) -> None:
         """Drop endpoints and the worker; idempotent. Call only after progress has stopped."""
         if self._closed:
             return
         self._closed = True
+        for endpoint in self._endpoints.values():  # no flush in ucxx's destructor: see above
+            self._closing.append(self._start_close(endpoint))
         self._endpoints.clear()
         with contextlib.suppress(Exception):
             self._worker.cancel_inflight_requests()
+        self._closing.clear()
         self._worker = None
         self._context = None
         os.close(self._wake_fd)

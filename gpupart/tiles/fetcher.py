@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -73,7 +74,9 @@ class Fetcher:
         self._engine = engine
         self._receive_pool = ReceivePool(options.receive_pool_bytes)
         self._receives: dict[tuple[int, int], Receive] = {}
-        self._seq = 1
+        # Batches are numbered from a random start: an outsider cannot aim at the tags of
+        # the receives they post (tile bytes carry no MAC: see gpupart.comm.auth).
+        self._seq = secrets.randbits(35)
         self._seq_lock = threading.Lock()
         self._drain_byte = np.zeros(1, dtype=np.uint8)
         self._drains: list[Any] = []
@@ -243,6 +246,7 @@ class Fetcher:
             part_list = part.tolist()
             receive = Receive(
                 transport=self._transport,
+                send_control=engine.send_control,
                 owner=owner,
                 me=self.rank,
                 batch=batch,
@@ -278,16 +282,17 @@ class Fetcher:
     def _allocate(self, h: Handle) -> Any:
         return self._backend.empty(h.shape, np.dtype(h.dtype), h.order)
 
-    def _on_reply_announced(self, owner: int, batch: int) -> None:
+    def _on_reply_announced(self, owner: int, batch: int, coming: bool) -> None:
         receive = self._receives.get((owner, batch))
         if receive is not None:
-            receive.reply_pending = True
+            receive.replies_pending += 1 if coming else -1
 
     def _on_reply(self, owner: int, batch: int, payload: np.ndarray) -> None:
         receive = self._receives.get((owner, batch))
         if receive is None:
             logger.debug("late error reply from rank %d for batch %d ignored", owner, batch)
             return
+        receive.replies_pending -= 1
         try:
             receive.on_reply(payload)
         except GpupartError as exc:

@@ -1,22 +1,14 @@
 """Small caches of host pack buffers, so packs do not page-fault on every transfer.
 
-Fresh host memory costs a page fault per 4 KiB page on first touch (measured ~4 us each on
-the development VM, i.e. 40 ms for a 40 MiB pack, more than the transfer itself), or the
-zeroing of a 2 MiB page where transparent huge pages apply. Device memory needs no such
-pool: CuPy's memory pool already caches allocations.
+Fresh host memory costs a page fault per page on first touch, which for a large pack can
+cost more than the transfer itself (numbers in ``bench/RESULTS.md``). Device memory needs no
+such pool: CuPy's memory pool already caches allocations.
 
 * :class:`HostBufferPool` (owners): a pack is sent and then given back.
 * :class:`ReceivePool` (consumers): a pack is received, and the caller gets views of its
-  tiles; the pack's memory comes back once the last of those views is gone. Only packs are
-  pooled: a tile that travels alone lands in an array of its own (an ordinary owning NumPy
-  array, as the caller expects), which the allocator handles.
-
-Tried and not done (development VM): transparent huge pages for the owner's packs
-(10,000 x 4 KiB: 13-16 ms against 10.5 ms); pooling the arrays of tiles that travel alone
-(slower than the allocator's own reuse once the tiles outstanding exceed the pool: 1 MiB
-tiles 1.7 against 7.9 GB/s). Without the receive pool, whether a consumer's packs reuse
-memory was up to glibc's heap trimming: 10,000 x 4 KiB took 7.5 ms or 15-21 ms, for minutes
-at a time; with it, 7.2-7.9 ms.
+  tiles; the pack's memory comes back once the last of those views is gone. Only packs of at
+  least :data:`POOLED_MIN` bytes are pooled (smaller ones fault little): a tile that travels
+  alone lands in an array of its own (an ordinary owning array, as the caller expects).
 """
 
 from __future__ import annotations
@@ -26,9 +18,11 @@ import weakref
 
 import numpy as np
 
-__all__ = ["HostBufferPool", "ReceivePool"]
+__all__ = ["POOLED_MIN", "HostBufferPool", "ReceivePool"]
 
 _MIN_CLASS = 1 << 16
+#: Smallest pack a :class:`ReceivePool` serves from its blocks.
+POOLED_MIN = 1 << 20
 
 
 class _FreeBlocks:
@@ -136,7 +130,12 @@ class ReceivePool:
         return self._blocks.kept
 
     def empty(self, nbytes: int) -> np.ndarray:
-        """Return a writable ``uint8`` array of ``nbytes`` (undefined contents, maybe reused)."""
+        """Return a writable ``uint8`` array of ``nbytes`` (undefined contents, maybe reused).
+
+        Below :data:`POOLED_MIN` bytes it is a plain new array.
+        """
+        if nbytes < POOLED_MIN:
+            return np.empty(nbytes, dtype=np.uint8)
         block = self._blocks.take(nbytes)
         array = np.frombuffer(memoryview(block), dtype=np.uint8, count=nbytes)
         # NumPy exports the block through a memoryview of its own (``array.base``): the

@@ -58,6 +58,7 @@ class Receive(Operation):
         self,
         *,
         transport: Transport,
+        send_control: Callable[[int, int, bytes, str], Any],
         owner: int,
         me: int,
         batch: int,
@@ -74,6 +75,7 @@ class Receive(Operation):
         on_finish: Callable[[Receive], None],
     ) -> None:
         self.transport = transport
+        self._send_control = send_control
         self.peer = owner
         self.me = me
         self.batch = batch
@@ -87,7 +89,7 @@ class Receive(Operation):
         self.timeout = timeout
         self.finished = False
         self.rejection: str | None = None
-        self.reply_pending = False  # an error reply was probed, not yet received
+        self.replies_pending = 0  # error replies probed, not yet received
         self.withdrawn: list[tuple[int, Any]] = []  # (tag, receive) cancelled by fail()
         self._on_finish = on_finish
         self._private_outs = private_outs
@@ -132,7 +134,8 @@ class Receive(Operation):
         lengths = [p.shape[0] for p in self.packs]
         request = wire.encode_request(self.items, lengths, item_seq0, pack_seq0)
         self._request_bytes = request
-        self._send = transport.send(owner, make_tag(Kind.REQUEST, self.me, self.batch), request)
+        tag = make_tag(Kind.REQUEST, self.me, self.batch)
+        self._send = self._send_control(owner, tag, request, "a fetch request")
         if self.packs:  # the views of each pack's tiles, while the owner works
             packed = np.flatnonzero(packs >= 0)
             bounds = np.searchsorted(packs[packed], np.arange(len(self.packs) + 1)).tolist()
@@ -153,7 +156,6 @@ class Receive(Operation):
 
     def on_reply(self, payload: np.ndarray) -> None:
         """Take the owner's error reply (on a progressing thread)."""
-        self.reply_pending = False
         reply = wire.parse_error_reply(payload, len(self.handles))
         if reply.rejection is not None:
             self.rejection = reply.rejection
@@ -183,7 +185,7 @@ class Receive(Operation):
             return True
         if self.rejection is not None:
             raise FetchError(f"rank {self.peer} rejected the request: {self.rejection}")
-        if self.reply_pending:
+        if self.replies_pending:
             return False  # the error reply comes first: deliver nothing before it
         if self._send is not None and self._send.completed:
             self.transport.check(self._send)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from gpupart.comm.engine import Operation, ProgressEngine, SendOperation
+from gpupart.comm.engine import Operation, ProgressEngine
 from gpupart.comm.tags import Kind, make_tag
 from gpupart.comm.transport import Transport
 from gpupart.errors import ProtocolViolationError
@@ -51,9 +51,11 @@ class TileServer:
         engine: ProgressEngine,
         *,
         serve_timeout: float,
+        pack_threshold: int = 64 << 10,
         pool_bytes: int = 256 << 20,
     ) -> None:
         self.store = store
+        self.pack_threshold = pack_threshold
         self.transport = transport
         self.engine = engine
         self.serve_timeout = serve_timeout
@@ -69,13 +71,16 @@ class TileServer:
             self._send_reply(consumer, batch, wire.encode_rejection(str(exc)))
             return
         serve = _ServeRequest(self, consumer, batch, request)
+        if serve.rejected is not None:
+            logger.warning("rank %d sent a request beyond its bounds: %s", consumer, serve.rejected)
+            self._send_reply(consumer, batch, wire.encode_rejection(serve.rejected))
+            return
         if not serve.poll():  # ready tiles go out now, not on the next round
             self.engine.track(serve)
 
     def _send_reply(self, consumer: int, batch: int, reply: bytes) -> None:
         tag = make_tag(Kind.RESPONSE, self.store.owner, batch)
-        send = self.transport.send(consumer, tag, reply)
-        self.engine.track(SendOperation(self.transport, consumer, send, reply, "an error reply"))
+        self.engine.send_control(consumer, tag, reply, "an error reply")
 
     def close(self) -> None:
         """Drop the pooled pack memory."""
@@ -105,9 +110,13 @@ class _ServeRequest(Operation):
         except AttributeError:
             have = np.fromiter((-1 if t is None else t.nbytes for t in self.tiles), np.int64, n)
         self.failed = _NONE
+        self.pending: list[Tile] = []
         if server.store.has_consumers:  # tiles meant for one rank are unknown to the others
             foreign = [t is not None and t.consumer not in (None, consumer) for t in self.tiles]
             have[np.flatnonzero(foreign)] = -1
+        self.rejected = self._beyond_bounds(have) if len(request.pack_lengths) else None
+        if self.rejected is not None:
+            return
         if (have != items["nbytes"].view(np.int64)).any():  # a size of 2**63+ reads negative
             missing = have < 0
             self.failed = np.flatnonzero(have != items["nbytes"].view(np.int64))
@@ -120,6 +129,27 @@ class _ServeRequest(Operation):
             [t for t in self.tiles if t is not None and t.event is not None]
             if server.store.has_events
             else []
+        )
+
+    def _beyond_bounds(self, have: np.ndarray) -> str | None:
+        """Why the packs this request announces exceed what its tiles need (None: they do not).
+
+        A pack holds its tiles at their announced sizes; a tile that is missing or not the
+        size announced still takes its room, so that room is bounded by the pack threshold:
+        packs cannot make this rank gather more than its tiles plus padding.
+        """
+        items = self.request.items
+        packed = items["pack"] >= 0
+        announced = items["nbytes"].view(np.int64)[packed]
+        real = have[packed]
+        room = np.where(real == announced, real, np.minimum(announced, self.server.pack_threshold))
+        allowed = int(room.sum()) + wire.PACK_ALIGN * int(packed.sum())
+        asked = int(self.request.pack_lengths.sum())
+        if asked <= allowed:
+            return None
+        return (
+            f"request: packs of {asked} bytes announced for packed tiles that need at most"
+            f" {allowed} bytes"
         )
 
     @property

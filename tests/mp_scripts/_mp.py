@@ -111,5 +111,13 @@ def raises(exc_type: type[BaseException], fn: Callable[[], Any], *needles: str) 
     raise AssertionError(f"expected {exc_type.__name__} containing {needles}, nothing raised")
 
 
+def records_in(output: str, kind: str) -> list[dict[str, Any]]:
+    """The ``@kind {json}`` records in another process's output."""
+    prefix = f"@{kind} "
+    return [
+        json.loads(line[len(prefix) :]) for line in output.splitlines() if line.startswith(prefix)
+    ]
+
+
 def emit(kind: str, **data: Any) -> None:
     print(f"@{kind} {json.dumps(data, sort_keys=True)}", flush=True)

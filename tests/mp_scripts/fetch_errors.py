@@ -80,16 +80,17 @@ check_serving(right, 6)
 # -- malformed requests on the wire --------------------------------------------------------
 sent = 0
 if size > 1:
-    transport = rt._transport
+    engine = rt._engine
 
     def send_raw(payload: bytes, seq: int) -> None:
-        buffer = np.frombuffer(payload, dtype=np.uint8).copy()
-        request = transport.send(right, make_tag(Kind.REQUEST, rank, seq), buffer)
+        """Send ``payload`` as a request, sealed like any member's (its MAC is right)."""
+        tag = make_tag(Kind.REQUEST, rank, seq)
+        request = engine.send_control(right, tag, payload, "a malformed request")
         deadline = time.monotonic() + 30
         while not request.completed:  # the progress thread drives the send
             expect(time.monotonic() < deadline, "a raw send did not complete within 30 s")
             time.sleep(0.001)
-        transport.check(request)
+        rt._transport.check(request)
 
     items = np.zeros(1, dtype=wire.ITEM)
     items["tile_id"], items["nbytes"], items["pack"] = handles[right][5].tile_id, 1000, -1
