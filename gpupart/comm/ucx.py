@@ -153,9 +153,7 @@ class UCXTransport(Transport):
     the environment's ``UCX_*`` variables apply as usual.
     """
 
-    def __init__(
-        self, *, config: dict[str, str] | None = None, devices: str | None = None
-    ) -> None:
+    def __init__(self, *, config: dict[str, str] | None = None, devices: str | None = None) -> None:
         ucx, Array, defaults = _import_ucxx()
         self._ucx = ucx
         self._array = Array
