@@ -350,19 +350,19 @@ class Runtime:
             if self._closed:
                 return
             engine, opts = self._engine, self.options
+            deadline = time.monotonic() + opts.close_timeout  # for the whole of close()
             healthy = failure is None and engine is not None and engine.alive and not engine.lost
             if failure is not None and self._client is not None:
                 self._client.report_failure(failure, timeout=min(opts.close_timeout, 2.0))
             if healthy and collective:
                 try:
-                    self._collectives.barrier(opts.close_timeout, kind=Kind.FINALIZE)
+                    self._collectives.barrier(0.5 * opts.close_timeout, kind=Kind.FINALIZE)
                 except GpupartError as exc:
                     logger.warning("rank %d: closing barrier failed: %s", self.rank, exc)
                 healthy = engine.alive and not engine.lost
             self._closed = True
-            deadline = time.monotonic() + opts.close_timeout
             if healthy:  # a clean leave: last sends, then close endpoints gracefully
-                engine.drain(opts.close_timeout)
+                engine.drain(max(deadline - time.monotonic(), 0.0))
                 closing = self._transport.close_endpoints()
                 while not all(r.completed for r in closing) and time.monotonic() < deadline:
                     time.sleep(0.001)  # the engine thread progresses them
@@ -373,7 +373,7 @@ class Runtime:
                 self._client.close(bye=failure is None)
             stopped = True
             if engine is not None:
-                stopped = engine.close(max(deadline - time.monotonic(), 1.0))
+                stopped = engine.close(max(deadline - time.monotonic(), 0.1))
             if self._fetcher is not None:
                 self._fetcher.close()
             if self._server is not None:

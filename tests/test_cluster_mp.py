@@ -379,3 +379,19 @@ def test_requests_beyond_their_bounds_are_rejected_without_pinning_memory():
     (memory,) = records(out, "memory")
     assert memory["after"] - memory["before"] < 128, memory  # not the 512 MiB announced
     assert "beyond its bounds" in err, err  # the owner logs whom it refused
+
+
+def test_close_keeps_its_timeout_when_a_peer_never_closes():
+    rc, out, err = run_job(2, "close_alone.py", timeout=60)
+    assert rc == 0, f"{rc}\n{out}\n{err}"
+    (closed,) = records(out, "closed")
+    assert closed["seconds"] < 2.0 + 1.0, closed  # close_timeout, not two or three of them
+
+
+def test_a_get_that_times_out_on_a_stopped_owner_leaves_out_untouched():
+    rc, out, err = run_job(2, "stalled_owner.py", timeout=90)
+    check_done(2, rc, out, err)
+    (after,) = records(out, "after")
+    assert after["untouched"], "bytes landed in out= after the get had failed"
+    (owner,) = records(out, "owner")
+    assert owner["in_flight"] == 0, owner  # the owner's late sends were drained, not stuck

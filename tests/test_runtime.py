@@ -212,12 +212,15 @@ def test_put_copies_non_contiguous_only(rt):
         ([1, 2, 3], TypeError),
         (np.array([object(), 1], dtype=object), TypeError),
         (np.zeros(3, dtype=[("a", "i4"), ("b", "f8")]), TypeError),
+        (b"abc", TypeError),
+        (np.ma.masked_array([1, 2, 3], mask=[0, 1, 0]), TypeError),
     ],
-    ids=["list", "object", "structured"],
+    ids=["list", "object", "structured", "bytes", "masked"],
 )
 def test_put_rejects_what_cannot_be_sent(rt, array, error):
-    with pytest.raises(error):
+    with pytest.raises(error, match="array: expected"):
         rt.put(array)
+    assert len(rt._store) == 0
 
 
 def test_get_with_out_copies_a_local_tile(rt):

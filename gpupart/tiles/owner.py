@@ -35,7 +35,21 @@ class TileOwner:
         uses: int | None = None,
     ) -> Handle:
         """Register ``array`` (see ``Runtime.put``); ``consumer`` alone may fetch it."""
-        info = backends.buffer_info(array)  # TypeError names the argument for non-arrays
+        if isinstance(array, np.ma.MaskedArray):
+            raise TypeError(
+                "array: expected a NumPy/CuPy array, found a masked array (its mask would be"
+                " lost): put array.filled(...) or the data and the mask as two tiles"
+            )
+        if not (type(array) is np.ndarray or backends.is_cuda_array(array)):
+            hint = (
+                " (wrap bytes with numpy.frombuffer)"
+                if isinstance(array, (bytes, bytearray, memoryview))
+                else ""
+            )
+            raise TypeError(
+                f"array: expected a NumPy or CuPy array, found {type(array).__name__}{hint}"
+            )
+        info = backends.buffer_info(array)
         dtype = np.dtype(info.dtype)
         if dtype.hasobject or dtype.fields is not None:
             raise TypeError(
