@@ -177,18 +177,21 @@ def test_rank_killed_beside_an_exchange_it_has_no_part_in(start_ranks, tmp_path)
         assert lost["tiles"] == 0, report
 
 
-# -- a piece that exposes only the array interface ---------------------------------------------
+# -- a piece that describe() takes and put() refuses ------------------------------------------
 
 
-@pytest.mark.parametrize("n", [1, 2])
-def test_array_interface_only_piece_is_delivered_or_refused_everywhere(n):
-    # An object with only __array_interface__ passes columns.is_column; describing it must
-    # not raise on rank 0 alone (AttributeError: no .dtype) while the others wait for rank
-    # 0's metadata until their timeout (10 s here).
-    rc, out, err = run_job(n, "exchange_foreign.py")
+@pytest.mark.parametrize(("kind", "n"), [("interface", 1), ("interface", 2), ("masked", 2)])
+def test_piece_put_refuses_is_refused_on_every_rank(kind, n):
+    # Rank 0 passes a piece that columns.describe accepts but TileOwner.put cannot take: an
+    # object with only __array_interface__ (AttributeError: no .dtype) or a masked array
+    # (put's TypeError). Raised on rank 0 alone, outside the checks whose problems go into
+    # the metadata, it leaves the other ranks waiting for rank 0's metadata until their
+    # timeout (10 s here). Every rank must get the same CollectiveError naming rank 0 (or,
+    # for the array-interface object, the exchange may deliver the array it describes).
+    rc, out, err = run_job(n, "exchange_foreign.py", kind)
     outcomes = sorted(records(out, "outcome"), key=lambda o: o["rank"])
     assert [o["rank"] for o in outcomes] == list(range(n)), f"{rc}\n{out}\n{err}"
-    if all(o["error"] is None for o in outcomes):
+    if kind == "interface" and all(o["error"] is None for o in outcomes):
         assert all(o["intact"] for o in outcomes), outcomes
     else:
         assert all(o["error"] == "CollectiveError" for o in outcomes), outcomes
