@@ -395,3 +395,13 @@ def test_a_get_that_times_out_on_a_stopped_owner_leaves_out_untouched():
     assert after["untouched"], "bytes landed in out= after the get had failed"
     (owner,) = records(out, "owner")
     assert owner["in_flight"] == 0, owner  # the owner's late sends were drained, not stuck
+
+
+@pytest.mark.slow
+def test_soak_mixed_calls_from_many_threads_keep_every_tile_right_and_memory_flat():
+    rc, out, err = run_job(3, "soak.py", "60", timeout=300)
+    check_done(3, rc, out, err)
+    for s in records(out, "soak"):
+        print(s)
+        assert s["calls"] > 50, s
+        assert s["rss_end"] - s["rss_warm"] < 256, s  # loosely: no leak of tiles or packs

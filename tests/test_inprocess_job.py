@@ -549,15 +549,13 @@ def test_an_owner_answers_hand_made_requests_as_the_wire_format_says(make_job):
         assert "at least 32 header bytes" in wire.parse_error_reply(raw, 1).rejection
         # Unknown and mismatched tiles, packed and alone, among good ones.
         ids = [ha.tile_id, 10**9, hb.tile_id, hbig.tile_id, 10**9 + 1, ha.tile_id]
-        nbytes = [a.nbytes, 16, b.nbytes, big.nbytes, 1000, a.nbytes + 8]
+        nbytes = [a.nbytes, 16, b.nbytes, big.nbytes, 2000, a.nbytes + 8]
         items, lengths = plan_items(np.array(ids, np.uint64), np.array(nbytes), 1024, 4096)
-        assert items["pack"].tolist() == [0, 0, 0, -1, 0, 0] and len(lengths) == 1
-        items["pack"][4] = -1  # the second unknown one alone (the layout stays valid)
-        lengths = np.array([int(items["offset"][5] + nbytes[5])])
-        items["offset"][4] = 0
+        # the second unknown one travels alone (too big to pack), as does the big tile
+        assert items["pack"].tolist() == [0, 0, 0, -1, -1, 0] and len(lengths) == 1
         pack, pack_recv = peer.recv(200, int(lengths[0]))
         big_buf, big_recv = peer.recv(100 + 3, big.nbytes)
-        lost_buf, lost_recv = peer.recv(100 + 4, 1000)
+        lost_buf, lost_recv = peer.recv(100 + 4, 2000)
         peer.request(7, wire.encode_request(items, lengths, 100, 200))
         tag, raw = peer.reply()
         assert tag == make_tag(Kind.RESPONSE, owner.rank, 7)

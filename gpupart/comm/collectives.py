@@ -454,7 +454,7 @@ class Collectives:
                 if reason is not None:
                     raise CollectiveError(reason) from exc
             raise CommTimeoutError(f"{what}: rank {src} did not answer", timeout) from exc
-        if theirs != signature:
+        if theirs != signature and status != "error":  # an error already says what went wrong
             return ("error", _disagree(self.rank, signature, src, theirs))
         return (status, value)
 

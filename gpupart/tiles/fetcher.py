@@ -20,6 +20,7 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,7 +99,9 @@ class Fetcher:
         transfer.deadline = deadline
         if not handles:
             return transfer
-        receives: list[Receive] = []
+        # Weak references: a receive refers to its transfer, and a cycle back from the
+        # transfer would keep every buffer of the call alive until a garbage collection.
+        receives: list[weakref.ref[Receive]] = []
         transfer.on_abort = lambda error: self._abort(receives, error)
         owners = records["owner"]
         if owners.min() == owners.max():
@@ -111,9 +114,10 @@ class Fetcher:
             if owner == self.rank:
                 self._serve_locally(handles, outs, where, transfer, deadline)
             else:
-                receives.extend(
-                    self._request(owner, handles, outs, records, where, transfer, deadline, limit)
+                posted = self._request(
+                    owner, handles, outs, records, where, transfer, deadline, limit
                 )
+                receives.extend(weakref.ref(r) for r in posted)
         return transfer
 
     def get(self, handles: Sequence[Any], out: Any, timeout: float | None) -> list[Any]:
@@ -307,11 +311,12 @@ class Fetcher:
         if receive.withdrawn and self._engine.lost_error(receive.peer) is None:
             self._engine.track(_Withdrawal(self, receive))
 
-    def _abort(self, receives: list[Receive], error: BaseException) -> None:
+    def _abort(self, refs: list[weakref.ref[Receive]], error: BaseException) -> None:
         """Withdraw the receives of a given-up call; wait (briefly) until they have settled."""
         engine = self._engine
         if engine is None:
             return
+        receives = [r for r in (ref() for ref in refs) if r is not None]
         with engine.exclusive():
             for receive in receives:
                 if not receive.finished:
