@@ -125,6 +125,7 @@ class Runtime:
                 backend=self.backend,
                 window=options.exchange_window,
                 timeout=options.timeout,
+                pool_bytes=options.receive_pool_bytes,
             )
             if self._engine is not None and self._client is not None:
                 self._engine.start()
@@ -288,8 +289,10 @@ class Runtime:
         device), ``pyarrow`` arrays for strings, dicts of columns. Metadata travels in one
         all-to-all; each rank fetches what it is owed straight into new buffers, at most
         ``exchange_window`` bytes outstanding. Returns once every piece sent from here has
-        been fetched. Wrong pieces on any rank raise :class:`~gpupart.CollectiveError` on
-        every rank; a lost peer, :class:`~gpupart.PeerLostError`.
+        been fetched (the caller may then change what it sent; the piece a rank addresses to
+        itself comes back as it was passed, not copied). Wrong pieces on any rank raise
+        :class:`~gpupart.CollectiveError` on every rank; a lost peer,
+        :class:`~gpupart.PeerLostError`.
         """
         self._check_open()
         return self._exchange.run(pieces, timeout)
@@ -376,6 +379,7 @@ class Runtime:
                 stopped = engine.close(max(deadline - time.monotonic(), 0.1))
             if self._fetcher is not None:
                 self._fetcher.close()
+                self._exchange.close()
             if self._server is not None:
                 self._server.close()
             if self._transport is not None and stopped:

@@ -43,7 +43,20 @@ def describe(column: Any, where: str) -> tuple[dict[str, Any], list[Any]]:
     """Return ``(spec, buffers)`` of a column; ``where`` names it in errors."""
     if _is_arrow_array(column):
         return _describe_arrow(column, where)
-    if not (hasattr(column, "__array_interface__") or hasattr(column, "__cuda_array_interface__")):
+    if isinstance(column, np.ma.MaskedArray):
+        raise TypeError(
+            f"{where}: expected an array, found a masked array (its mask would be lost): pass"
+            " its data and mask as two columns, or .filled(...)"
+        )
+    if hasattr(column, "__cuda_array_interface__"):
+        if type(column).__module__.split(".")[0] != "cupy":
+            import cupy  # another CUDA array: CuPy views it without a copy
+
+            column = cupy.asarray(column)
+    elif hasattr(column, "__array_interface__"):
+        if type(column) is not np.ndarray:
+            column = np.asarray(column)  # an array-like of another library: viewed, not copied
+    else:
         raise TypeError(
             f"{where}: expected a NumPy/CuPy array or a pyarrow string/binary array, found"
             f" {type(column).__name__}"
@@ -126,5 +139,6 @@ def rebuild(spec: dict[str, Any], buffers: list[Any]) -> Any:
 
 
 def _is_arrow_array(value: Any) -> bool:
+    """Whether ``value`` is a pyarrow Array or ChunkedArray (by module: no import needed)."""
     module = type(value).__module__
-    return module.startswith("pyarrow") and hasattr(value, "buffers")
+    return module.startswith("pyarrow") and (hasattr(value, "buffers") or hasattr(value, "chunks"))

@@ -21,6 +21,7 @@ layout); each gets back the pieces addressed to it, from every rank, in rank ord
 from __future__ import annotations
 
 import collections
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,6 +35,7 @@ from gpupart.tiles import columns
 from gpupart.tiles.fetcher import Fetcher
 from gpupart.tiles.handles import Handle
 from gpupart.tiles.owner import TileOwner
+from gpupart.tiles.pool import ReceivePool
 from gpupart.tiles.store import TileStore
 from gpupart.tiles.transfer import Transfer
 
@@ -59,6 +61,7 @@ class Exchange:
         backend: Any,
         window: int,
         timeout: float,
+        pool_bytes: int = 256 << 20,
     ) -> None:
         self.rank = rank
         self.size = size
@@ -70,6 +73,9 @@ class Exchange:
         self._backend = backend
         self._window = window
         self._timeout = timeout
+        #: Most bytes of buffers this rank had allocated but not yet filled, in any exchange.
+        self.peak_outstanding = 0
+        self._pool = ReceivePool(pool_bytes)
 
     def run(self, pieces: Sequence[Any], timeout: float | None = None) -> list[Any]:
         """Exchange ``pieces`` (``pieces[d]`` for rank ``d``); return the pieces for here."""
@@ -77,27 +83,29 @@ class Exchange:
         deadline = time.monotonic() + limit
         problem: Exception | None = None
         described: list[tuple[dict, list[Any]]] = []
+        sent: dict[int, int] = {}  # tile id of each piece for another rank -> that rank
         try:
-            described = self._describe_all(pieces)
-        except (TypeError, ValueError) as exc:
-            problem = exc
-        sent: list[int] = []  # tile ids of our pieces for the others
-        try:
-            outgoing = self._register(described, sent) if problem is None else None
-            if outgoing is None:
-                outgoing = [{"error": f"rank {self.rank}: {problem}"}] * self.size
+            try:
+                described = self._describe_all(pieces)
+                outgoing = self._register(described, sent)
+            except Exception as exc:  # whatever a piece does wrong, every rank must hear it
+                problem = exc
+                self._release(sent)
+                outgoing = [{"error": f"rank {self.rank}: {_text(exc)}"}] * self.size
             inbox = self._collectives.alltoall(outgoing, _remaining(deadline, limit))
             _raise_reported(inbox, problem)
             received = self._fetch_all(inbox, deadline, limit)
-            self._wait_fetched(sent, inbox, deadline, limit)
+            self._wait_fetched(sent, deadline, limit)
         except BaseException:
-            for tile_id in sent:
-                if tile_id in self._store:
-                    self._store.remove(tile_id)
+            self._release(sent)
             raise
         own_spec, own_buffers = described[self.rank]
         received[self.rank] = (own_spec, own_buffers)
         return [_rebuild(spec, buffers) for spec, buffers in received]
+
+    def close(self) -> None:
+        """Drop the pooled memory of earlier results."""
+        self._pool.close()
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -113,7 +121,16 @@ class Exchange:
             )
         return [_describe(piece, f"pieces[{d}]") for d, piece in enumerate(pieces)]
 
-    def _register(self, described: list[tuple[dict, list[Any]]], sent: list[int]) -> list[dict]:
+    def _release(self, sent: dict[int, int]) -> None:
+        """Drop the pieces registered for other ranks that are still here."""
+        for tile_id in sent:
+            if tile_id in self._store:
+                self._store.remove(tile_id)
+        sent.clear()
+
+    def _register(
+        self, described: list[tuple[dict, list[Any]]], sent: dict[int, int]
+    ) -> list[dict]:
         """Put every other rank's buffers as tiles only it may fetch, once; return the metadata."""
         outgoing: list[dict] = []
         for dst, (spec, buffers) in enumerate(described):
@@ -124,7 +141,7 @@ class Exchange:
                         handles.append(None)  # nothing to move: made on arrival
                         continue
                     h = self._owner.put(buf, consumer=dst, uses=1)
-                    sent.append(h.tile_id)
+                    sent[h.tile_id] = dst
                     handles.append(h)
             outgoing.append(
                 {"spec": spec, "handles": handles, "buffers": _buffer_meta(spec, buffers)}
@@ -155,11 +172,15 @@ class Exchange:
         )
         outstanding = start = 0
         while start < len(wanted) or in_flight:
-            while start < len(wanted) and (not in_flight or outstanding < self._window):
-                stop, size = start, 0
-                while stop < len(wanted) and (stop == start or size < chunk):
+            while start < len(wanted):
+                stop, size = start, 0  # the next call: about a chunk, at least one buffer
+                while stop < len(wanted) and (
+                    stop == start or size + wanted[stop][2].nbytes <= chunk
+                ):
                     size += wanted[stop][2].nbytes
                     stop += 1
+                if in_flight and outstanding + size > self._window:
+                    break  # wait for room (a buffer larger than the window goes alone)
                 part = wanted[start:stop]
                 outs = [self._allocate(h.dtype, h.shape, h.order, host) for _, _, h, host in part]
                 transfer = self._fetcher.start(
@@ -167,6 +188,7 @@ class Exchange:
                 )
                 in_flight.append((transfer, [(src, k) for src, k, _, _ in part], size))
                 outstanding += size
+                self.peak_outstanding = max(self.peak_outstanding, outstanding)
                 start = stop
             transfer, places, size = in_flight.popleft()
             values = self._wait(transfer, deadline, limit)
@@ -182,32 +204,43 @@ class Exchange:
             transfer.abort(exc)
             raise
 
-    def _wait_fetched(
-        self, sent: list[int], inbox: list[dict], deadline: float, limit: float
-    ) -> None:
-        """Wait until every piece sent from here was fetched (or its consumer is lost)."""
+    def _wait_fetched(self, sent: dict[int, int], deadline: float, limit: float) -> None:
+        """Wait until every piece sent from here was fetched (or its consumer is lost).
+
+        ``sent`` maps the tile id of each piece to the rank it is for; a lost rank fails the
+        exchange only if a piece for it was still here.
+        """
         if not sent or self._engine is None:
             return
         store, engine = self._store, self._engine
 
+        def waiting() -> list[int]:
+            return [rank for tile_id, rank in sent.items() if tile_id in store]
+
         def settled() -> bool:
-            return bool(engine.lost) or all(tile_id not in store for tile_id in sent)
+            return all(engine.lost_error(rank) is not None for rank in waiting())
 
         engine.help_until(
             settled, deadline, "exchange: waiting for the pieces to be fetched", limit
         )
-        for rank in range(self.size):
+        for rank in waiting():
             err = engine.lost_error(rank)
-            if err is not None and any(tile_id in store for tile_id in sent):
+            if err is not None:
                 raise PeerLostError(rank, f"{err.reason} (during an exchange)")
 
     # -- buffers --------------------------------------------------------------------------
 
     def _allocate(self, dtype: str, shape: tuple[int, ...], order: str, on_host: bool) -> Any:
-        """Return a buffer for one incoming buffer (:func:`_buffer_meta` says where)."""
+        """Return a buffer for one incoming buffer (:func:`_buffer_meta` says where).
+
+        Host buffers come from a pool (large ones reuse the memory of earlier results once
+        those are dropped: a shuffle repeated in a loop does not fault in fresh pages).
+        """
+        dt = np.dtype(dtype)
         if self._backend.is_gpu and not on_host:
-            return self._backend.empty(shape, np.dtype(dtype), order)
-        return np.empty(shape, np.dtype(dtype), order=order)
+            return self._backend.empty(shape, dt, order)
+        nbytes = dt.itemsize * math.prod(shape)
+        return self._pool.empty(nbytes).view(dt).reshape(shape, order=order)
 
 
 def _describe(piece: Any, where: str) -> tuple[dict, list[Any]]:
@@ -278,6 +311,11 @@ def _buffer_meta(spec: dict, buffers: list[Any]) -> list[BufferMeta]:
 
 def _nbytes(buffer: Any) -> int:
     return int(buffer.nbytes)
+
+
+def _text(exc: Exception) -> str:
+    """Describe an error for other ranks: its message, and its type unless that is plain."""
+    return str(exc) if isinstance(exc, (TypeError, ValueError)) else f"{type(exc).__name__}: {exc}"
 
 
 def _remaining(deadline: float, limit: float) -> float:
