@@ -67,6 +67,7 @@ class Runtime:
         self._engine: ProgressEngine | None = None
         self._server: TileServer | None = None
         self._fetcher: Fetcher | None = None
+        self._exchange: Exchange | None = None
         if spec.size > MAX_RANKS:
             raise GpupartError(f"size: at most {MAX_RANKS} ranks are supported, found {spec.size}")
 
@@ -379,6 +380,7 @@ class Runtime:
                 stopped = engine.close(max(deadline - time.monotonic(), 0.1))
             if self._fetcher is not None:
                 self._fetcher.close()
+            if self._exchange is not None:
                 self._exchange.close()
             if self._server is not None:
                 self._server.close()

@@ -1,11 +1,12 @@
-"""Proof of job membership on every control message: an HMAC over the tag, receiver and bytes.
+"""Proof of job membership on every control message: a MAC over the tag, receiver and bytes.
 
 A rank's UCX worker accepts endpoints from anyone who can reach it, and a UCX tag says
 whatever its sender writes. So every message a rank acts on without having asked for it
 (fetch requests, error replies, collective payloads, aborts: the kinds the progress engine
-probes for) carries, after its payload, the first 16 bytes of
-``HMAC-SHA256(key, u64 tag | u32 receiver | payload)``, where ``key`` is derived from the
-job's secret token (which every rank proved to the coordinator to join). The receiver checks
+probes for) carries, after its payload, a 16-byte keyed BLAKE2b (a MAC by construction, at a
+third of HMAC-SHA256's cost on the small messages that set a fetch's latency) of ``u64 tag |
+u32 receiver | payload``. Its key is derived from the job's secret token (which every rank
+proved to the coordinator to join). The receiver checks
 it before anything reads the payload: a message from outside the job, one whose tag (kind,
 sender, sequence) was changed, or one meant for another rank is dropped and logged.
 
@@ -47,9 +48,9 @@ class MessageSeal:
         self.rank = rank
 
     def _mac(self, tag: int, receiver: int, payload: Any) -> bytes:
-        mac = hmac.new(self._key, _HEAD.pack(tag, receiver), hashlib.sha256)
+        mac = hashlib.blake2b(_HEAD.pack(tag, receiver), key=self._key, digest_size=MAC_BYTES)
         mac.update(payload)
-        return mac.digest()[:MAC_BYTES]
+        return mac.digest()
 
     def seal(self, receiver: int, tag: int, payload: bytes) -> bytes:
         """Return ``payload`` followed by its MAC for ``receiver``."""

@@ -43,6 +43,7 @@ __all__ = ["Fetcher"]
 
 logger = logging.getLogger("gpupart.fetch")
 
+_NO_JOB = hash("")  # the record of a handle that names no job
 #: Longest a given-up ``get`` waits for its withdrawn receives to settle.
 _WITHDRAW_GRACE = 2.0
 
@@ -82,13 +83,21 @@ class Fetcher:
         self._drain_byte = np.zeros(1, dtype=np.uint8)
         self._drains: list[Any] = []
         self._closed = False
+        self._job_hash = hash(job_id)
         self._private_outs = transport is not None and not getattr(transport, "can_cancel", True)
         if engine is not None:
             engine.on(Kind.RESPONSE, self._on_reply, announce=self._on_reply_announced)
 
     # -- calls ----------------------------------------------------------------------------
 
-    def start(self, handles: Sequence[Any], out: Any, timeout: float | None = None) -> Transfer:
+    def start(
+        self,
+        handles: Sequence[Any],
+        out: Any,
+        timeout: float | None = None,
+        *,
+        cancellable: bool = True,
+    ) -> Transfer:
         """Check the arguments and start fetching; tiles land in the returned transfer."""
         handles = list(handles)
         records = self._check_handles(handles)
@@ -97,6 +106,7 @@ class Fetcher:
         deadline = time.monotonic() + limit
         transfer = Transfer(len(handles), self._progress, limit)
         transfer.deadline = deadline
+        transfer.cancellable = cancellable
         if not handles:
             return transfer
         # Weak references: a receive refers to its transfer, and a cycle back from the
@@ -104,7 +114,7 @@ class Fetcher:
         receives: list[weakref.ref[Receive]] = []
         transfer.on_abort = lambda error: self._abort(receives, error)
         owners = records["owner"]
-        if owners.min() == owners.max():
+        if len(owners) == 1 or owners.min() == owners.max():
             groups = [(int(owners[0]), np.arange(len(handles)))]
         else:
             order = np.argsort(owners, kind="stable")
@@ -129,7 +139,7 @@ class Fetcher:
         if self._engine is None:
             return self.start(handles, out, timeout).result(0.0)
         with self._engine.helping():
-            transfer = self.start(handles, out, timeout)
+            transfer = self.start(handles, out, timeout, cancellable=False)
             try:
                 return transfer.result(max(transfer.deadline - time.monotonic(), 0.0))
             except CommTimeoutError as exc:
@@ -144,16 +154,24 @@ class Fetcher:
     # -- checks ---------------------------------------------------------------------------
 
     def _check_handles(self, handles: list[Any]) -> np.ndarray:
-        """Return the handles' records; raise naming the first handle that is wrong."""
+        """Return the handles' records; raise naming the first handle that is wrong.
+
+        The checks are the same for any number of handles: plain comparisons for a few
+        (:data:`~gpupart.tiles.wire.FEW`), array ones for many.
+        """
         records = handle_records(handles)
-        if records is not None and len(records):
-            job, owners = records["job"], records["owner"]
-            if ((job == hash("")) | (job == hash(self.job_id))).all() and (
-                owners.min() >= 0 and owners.max() < self.size
-            ):
-                return records
-        if records is not None and not len(records):
-            return records
+        if records is not None:
+            if len(handles) <= wire.FEW:
+                job_id, size = self.job_id, self.size
+                if all((h.job == job_id or not h.job) and 0 <= h.owner < size for h in handles):
+                    return records
+            else:
+                job, owners = records["job"], records["owner"]
+                same_job = (job == self._job_hash).all() or (
+                    (job == self._job_hash) | (job == _NO_JOB)
+                ).all()
+                if same_job and owners.min() >= 0 and owners.max() < self.size:
+                    return records
         for i, h in enumerate(handles):
             if not isinstance(h, Handle):
                 raise TypeError(
@@ -181,7 +199,7 @@ class Fetcher:
             raise ValueError(
                 f"out: expected {len(handles)} buffers (one per handle), found {len(outs)}"
             )
-        if not _outs_fit(handles, outs, records):
+        if len(outs) <= wire.FEW or not _outs_fit(handles, outs, records):
             for i, (h, buf) in enumerate(zip(handles, outs, strict=True)):
                 if buf is not None:
                     _check_out(i, h, buf)
@@ -236,8 +254,10 @@ class Fetcher:
             transfer.fail(where, lost)
             return []
         opts = self._options
-        nbytes = records["nbytes"][where]
-        tile_ids = records["tile_id"][where]
+        if len(where) == len(records):  # every handle of the call: no gather needed
+            nbytes, tile_ids = records["nbytes"], records["tile_id"]
+        else:
+            nbytes, tile_ids = records["nbytes"][where], records["tile_id"][where]
         receives = []
         bounds = request_bounds(nbytes, opts.pack_threshold, opts.pack_limit)
         for lo, hi in itertools.pairwise(bounds):
@@ -418,7 +438,16 @@ def _contiguous_strides(shape: tuple[int, ...], itemsize: int, order: str) -> tu
 
 def _check_out(i: int, h: Handle, buf: Any) -> None:
     """Check one ``out`` buffer against its handle; raise naming ``out[i]``."""
-    if not (hasattr(buf, "__array_interface__") or hasattr(buf, "__cuda_array_interface__")):
+    if type(buf) is np.ndarray:  # the common case: attribute tests only
+        flags = buf.flags
+        if (
+            buf.shape == h.shape
+            and buf.dtype.str == h.dtype
+            and flags.writeable
+            and (flags.c_contiguous if h.order == "C" or buf.ndim <= 1 else flags.f_contiguous)
+        ):
+            return
+    elif not (hasattr(buf, "__array_interface__") or hasattr(buf, "__cuda_array_interface__")):
         raise TypeError(
             f"out[{i}]: expected a NumPy/CuPy array or None, found {type(buf).__name__}"
         )

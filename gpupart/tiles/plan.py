@@ -12,6 +12,9 @@ from gpupart.tiles.wire import ITEM, MAX_ITEMS, PACK_ALIGN
 
 __all__ = ["plan_items", "request_bounds"]
 
+_NO_PACKS = np.zeros(0, dtype=np.int64)
+_NO_PACKS.flags.writeable = False
+
 
 def request_bounds(nbytes: np.ndarray, pack_threshold: int, pack_limit: int) -> list[int]:
     """Cut one owner's tiles, in order, into requests: returns the bounds ``[0, ..., n]``.
@@ -51,19 +54,19 @@ def plan_items(
     ``pack_limit``.
     """
     n = len(nbytes)
+    if n == 1 and nbytes[0]:  # a pack needs two tiles with bytes: the one item goes alone
+        return np.array([(tile_ids[0], nbytes[0], -1, 0)], dtype=ITEM), _NO_PACKS
     items = np.empty(n, dtype=ITEM)
     items["tile_id"] = tile_ids
     items["nbytes"] = nbytes
     items["pack"] = -1
     items["offset"] = 0
-    if n == 1 and nbytes[0]:  # a pack needs two tiles with bytes
-        return items, np.zeros(0, dtype=np.int64)
     packable = nbytes <= pack_threshold
     if np.count_nonzero(packable & (nbytes > 0)) < 2:
         packable = nbytes == 0
     idx = np.flatnonzero(packable)
     if not len(idx):
-        return items, np.zeros(0, dtype=np.int64)
+        return items, _NO_PACKS
     sizes = nbytes[idx].astype(np.int64)
     aligned = -(-sizes // PACK_ALIGN) * PACK_ALIGN
     starts = np.cumsum(aligned) - aligned

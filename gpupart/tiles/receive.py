@@ -17,6 +17,7 @@ import collections
 import contextlib
 import itertools
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -99,6 +100,7 @@ class Receive(Operation):
         self._pack_members: list[np.ndarray | None] = []
         self._views: list[list[Any] | None] = []
         self._alone: collections.deque[_Alone] = collections.deque()
+        self._lock = threading.Lock()  # posting vs. a reply or a failure on another thread
 
     @property
     def what(self) -> str:  # built only when an error needs it
@@ -108,17 +110,15 @@ class Receive(Operation):
     # -- posting --------------------------------------------------------------------------
 
     def post(self) -> None:
-        """Post every receive, send the request, then make the packs' views.
+        """Send the request, post every receive, then make the packs' views.
 
-        Receives go first: a reply (or an error reply, handled by whichever thread
-        progresses) can then never find this request half posted.
+        The request goes first (posting receives is then off the round trip; a reply that
+        wins the race waits in the transport). The owner's error reply may be handled by
+        another thread meanwhile: it and :meth:`fail` take :attr:`_lock` and find the
+        receives not yet posted, which are then never posted.
         """
         transport, owner, n = self.transport, self.peer, len(self.handles)
         item_seq0, pack_seq0 = self.batch + 1, self.batch + 1 + n
-        self._pack_requests = [
-            transport.recv(make_tag(Kind.DATA, owner, pack_seq0 + j), buf)
-            for j, buf in enumerate(self.packs)
-        ]
         packs = self.items["pack"]
         alone_idx = np.flatnonzero(packs < 0).tolist() if self.packs else range(n)
         for i in alone_idx:
@@ -126,16 +126,25 @@ class Receive(Operation):
             result = out if out is not None and not self._private_outs else None
             if result is None:
                 result = self._allocate(self.handles[i])
-            item = _Alone(i, result, byte_view(result))
-            item.request = transport.recv(make_tag(Kind.DATA, owner, item_seq0 + i), item.target)
-            self._alone.append(item)
-        if alone_idx:  # their bytes may be moving into their results: running
-            self.transfer.claim(self.where[alone_idx])
+            self._alone.append(_Alone(i, result, byte_view(result)))
+        if alone_idx and self.transfer.cancellable:  # bytes may move into them now: running
+            self.transfer.claim(self.where if self.packs == [] else self.where[alone_idx])
         lengths = [p.shape[0] for p in self.packs]
         request = wire.encode_request(self.items, lengths, item_seq0, pack_seq0)
         self._request_bytes = request
         tag = make_tag(Kind.REQUEST, self.me, self.batch)
         self._send = self._send_control(owner, tag, request, "a fetch request")
+        with self._lock:
+            if self.finished:
+                return  # failed meanwhile: nothing is posted
+            self._pack_requests = [
+                transport.recv(make_tag(Kind.DATA, owner, pack_seq0 + j), buf)
+                for j, buf in enumerate(self.packs)
+            ]
+            for item in self._alone:  # an error reply may have taken failed ones out
+                item.request = transport.recv(
+                    make_tag(Kind.DATA, owner, item_seq0 + item.index), item.target
+                )
         if self.packs:  # the views of each pack's tiles, while the owner works
             packed = np.flatnonzero(packs >= 0)
             bounds = np.searchsorted(packs[packed], np.arange(len(self.packs) + 1)).tolist()
@@ -164,15 +173,16 @@ class Receive(Operation):
         for i, code in zip(failed, reply.codes.tolist(), strict=True):
             self.transfer.fail([self.where[i]], error_for(code, self.handles[i]))
         bad = set(failed)
-        keep = collections.deque()
-        for item in self._alone:
-            if item.index in bad:  # never sent: withdraw its receive
-                self._withdraw(make_tag(Kind.DATA, self.peer, self.batch + 1 + item.index), item)
-            else:
-                keep.append(item)
-        self._alone = keep
+        with self._lock:
+            keep = collections.deque()
+            for item in self._alone:
+                if item.index in bad:  # never sent: withdraw its receive (if posted yet)
+                    self._withdraw(item)
+                else:
+                    keep.append(item)
+            self._alone = keep
 
-    def _withdraw(self, tag: int, item: _Alone) -> None:
+    def _withdraw(self, item: _Alone) -> None:
         if item.request is not None and not item.request.completed:
             self.transport.cancel(item.request)
         item.request = None
@@ -261,17 +271,20 @@ class Receive(Operation):
         """
         owner, n = self.peer, len(self.handles)
         pack_seq0 = self.batch + 1 + n
-        for j, request in enumerate(self._pack_requests):
-            if self._pack_members[j] is not None and not request.completed:
-                self._cancel(make_tag(Kind.DATA, owner, pack_seq0 + j), request)
-        for item in self._alone:
-            if item.request is not None and not item.request.completed:
-                self._cancel(make_tag(Kind.DATA, owner, self.batch + 1 + item.index), item.request)
-        self._alone.clear()
-        self._pack_members = []
-        self._views = []
+        with self._lock:  # receives not yet posted never will be
+            for j, request in enumerate(self._pack_requests):
+                pending = j >= len(self._pack_members) or self._pack_members[j] is not None
+                if pending and not request.completed:
+                    self._cancel(make_tag(Kind.DATA, owner, pack_seq0 + j), request)
+            for item in self._alone:
+                if item.request is not None and not item.request.completed:
+                    tag = make_tag(Kind.DATA, owner, self.batch + 1 + item.index)
+                    self._cancel(tag, item.request)
+            self._alone.clear()
+            self._pack_members = []
+            self._views = []
+            self._finish()
         self.transfer.fail(self.where, exc)
-        self._finish()
 
     def _cancel(self, tag: int, request: Any) -> None:
         with contextlib.suppress(GpupartError):  # cannot withdraw: private memory only

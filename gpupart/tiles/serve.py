@@ -104,32 +104,49 @@ class _ServeRequest(Operation):
         self._checked = 0  # sends before this index completed and were checked
         items = request.items
         self.tiles: list[Tile | None] = server.store.lookup(items["tile_id"])
-        n = len(self.tiles)
-        try:  # every tile found: the common case, without a test per tile
-            have = np.fromiter(map(_NBYTES, self.tiles), np.int64, n)
-        except AttributeError:
-            have = np.fromiter((-1 if t is None else t.nbytes for t in self.tiles), np.int64, n)
         self.failed = _NONE
         self.pending: list[Tile] = []
-        if server.store.has_consumers:  # tiles meant for one rank are unknown to the others
-            foreign = [t is not None and t.consumer not in (None, consumer) for t in self.tiles]
-            have[np.flatnonzero(foreign)] = -1
-        self.rejected = self._beyond_bounds(have) if len(request.pack_lengths) else None
-        if self.rejected is not None:
-            return
-        if (have != items["nbytes"].view(np.int64)).any():  # a size of 2**63+ reads negative
-            missing = have < 0
-            self.failed = np.flatnonzero(have != items["nbytes"].view(np.int64))
-            for i in self.failed.tolist():
+        self.rejected: str | None = None
+        have = self._found_sizes(consumer)
+        if len(request.pack_lengths):
+            self.rejected = self._beyond_bounds(np.asarray(have, np.int64))
+            if self.rejected is not None:
+                return
+        if len(have) <= wire.FEW:  # plain comparisons for a few tiles (see wire.FEW)
+            announced = items["nbytes"].tolist()
+            wrong = [i for i, (h, a) in enumerate(zip(have, announced, strict=True)) if h != a]
+            failed = np.array(wrong, np.int64) if wrong else _NONE
+        else:  # a size of 2**63 or more reads negative: never equal to a tile's
+            failed = np.flatnonzero(have != items["nbytes"].view(np.int64))
+        if len(failed):
+            self.failed = failed
+            missing = np.asarray(have, np.int64)[failed] < 0
+            for i in failed.tolist():
                 self.tiles[i] = None
-            codes = np.where(missing[self.failed], wire.NOT_FOUND, wire.SIZE_MISMATCH)
-            server._send_reply(consumer, batch, wire.encode_failures(self.failed, codes))
+            codes = np.where(missing, wire.NOT_FOUND, wire.SIZE_MISMATCH)
+            server._send_reply(consumer, batch, wire.encode_failures(failed, codes))
         # Only tiles whose producer registered an event can be not ready yet.
         self.pending = (
             [t for t in self.tiles if t is not None and t.event is not None]
             if server.store.has_events
             else []
         )
+
+    def _found_sizes(self, consumer: int) -> Any:
+        """Each tile's size here, -1 where it is unknown (or meant for another rank)."""
+        tiles = self.tiles
+        if len(tiles) <= wire.FEW:
+            have = [-1 if t is None else t.nbytes for t in tiles]
+        else:
+            try:  # every tile found: the common case, without a test per tile
+                have = np.fromiter(map(_NBYTES, tiles), np.int64, len(tiles))
+            except AttributeError:
+                have = np.fromiter((-1 if t is None else t.nbytes for t in tiles), np.int64)
+        if self.server.store.has_consumers:  # tiles meant for one rank are unknown to others
+            for i, t in enumerate(tiles):
+                if t is not None and t.consumer not in (None, consumer):
+                    have[i] = -1
+        return have
 
     def _beyond_bounds(self, have: np.ndarray) -> str | None:
         """Why the packs this request announces exceed what its tiles need (None: they do not).

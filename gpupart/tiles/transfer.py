@@ -55,6 +55,9 @@ class Transfer:
         self.deadline = time.monotonic() + default_timeout
         #: Called with the error when the call is abandoned (a timeout): withdraws receives.
         self.on_abort: Callable[[BaseException], None] | None = None
+        #: Whether anyone can cancel tiles (False for a ``get``'s own transfer): tiles whose
+        #: bytes start moving need then not be marked running.
+        self.cancellable = True
 
     # -- what callers use -----------------------------------------------------------------
 
@@ -158,6 +161,13 @@ class Transfer:
     def claim(self, indices: Indices) -> np.ndarray:
         """Make the pending tiles among ``indices`` running; return a mask of which were."""
         idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) == 1:  # one tile (a one-tile get): a scalar test costs a third
+            i = int(idx[0])
+            with self._lock:
+                ok = self._state[i] == PENDING
+                if ok:
+                    self._state[i] = RUNNING
+            return np.array([ok])
         with self._lock:
             mask = self._state[idx] == PENDING
             self._state[idx[mask]] = RUNNING
