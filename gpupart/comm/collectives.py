@@ -44,6 +44,7 @@ from gpupart.errors import (
     GpupartError,
     PeerLostError,
     ProtocolViolationError,
+    TransportError,
 )
 from gpupart.job.coordinator import LEFT_REASON
 
@@ -425,7 +426,19 @@ class Collectives:
             payload = codec.encode((signature, *value))
         except (TypeError, ValueError) as exc:  # checked by the caller; a last guard
             payload = codec.encode((signature, "error", f"rank {self.rank}: {exc}"))
-        self._engine.send_control(dst, make_tag(kind, self.rank, seq), payload, _call(signature))
+        lost = self._any_crashed if kind is Kind.FINALIZE else self._any_lost
+        err = lost(dst)
+        if err is not None:  # a lost peer is every rank's news: not a send error of this one
+            raise err
+        try:
+            self._engine.send_control(
+                dst, make_tag(kind, self.rank, seq), payload, _call(signature)
+            )
+        except TransportError as exc:
+            err = lost(dst)
+            if err is not None:
+                raise err from exc
+            raise
 
     def _recv(
         self,
