@@ -41,7 +41,14 @@ KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 BASE_ENV = dict(os.environ)
 
 #: What ``--tls`` means for ``UCX_TLS`` (``None``: leave it unset, UCX chooses).
-TLS_CHOICES: dict[str, str | None] = {"default": None, "shm": "sm,self", "tcp": "tcp,self"}
+#: ``--tls`` choices. ``nocma`` is what gpupart uses when ``UCX_TLS`` is unset (a reader
+#: copying from a dead peer through CMA is aborted by UCX): it runs every peer without it.
+TLS_CHOICES: dict[str, str | None] = {
+    "default": None,
+    "nocma": "^cma",
+    "shm": "sm,self",
+    "tcp": "tcp,self",
+}
 
 
 # -- sizes and statistics -----------------------------------------------------------------

@@ -60,7 +60,7 @@ TARGET = 0.8  # gpupart >= 0.8 x MPI
 BUSY_WARN = 0.1  # other processes using more of the CPUs than this make a part "contended"
 #: ``--tls`` choices: fetch.py's, and ``nocma`` (what gpupart uses when UCX_TLS is unset:
 #: every transport but CMA) so that MPI can run on the same transports.
-TLS_CHOICES = dict(_peers.TLS_CHOICES, nocma="^cma")
+TLS_CHOICES = _peers.TLS_CHOICES
 SEED = 20261201
 
 

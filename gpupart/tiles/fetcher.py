@@ -254,10 +254,8 @@ class Fetcher:
             transfer.fail(where, lost)
             return []
         opts = self._options
-        if len(where) == len(records):  # every handle of the call: no gather needed
-            nbytes, tile_ids = records["nbytes"], records["tile_id"]
-        else:
-            nbytes, tile_ids = records["nbytes"][where], records["tile_id"][where]
+        mine = records if len(where) == len(records) else records[where]
+        nbytes, tile_ids, kinds = mine["nbytes"], mine["tile_id"], mine["kind"]
         receives = []
         bounds = request_bounds(nbytes, opts.pack_threshold, opts.pack_limit)
         for lo, hi in itertools.pairwise(bounds):
@@ -277,6 +275,7 @@ class Fetcher:
                 handles=[handles[i] for i in part_list],
                 where=part,
                 items=items,
+                kinds=kinds[lo:hi],
                 packs=[self._pack_buffer(int(length)) for length in lengths.tolist()],
                 outs=None if outs is None else [outs[i] for i in part_list],
                 transfer=transfer,

@@ -66,6 +66,7 @@ class Receive(Operation):
         handles: list[Handle],
         where: np.ndarray,
         items: np.ndarray,
+        kinds: np.ndarray | None,
         packs: list[Any],
         outs: list[Any] | None,
         transfer: Transfer,
@@ -83,6 +84,7 @@ class Receive(Operation):
         self.handles = handles
         self.where = where
         self.items = items
+        self.kinds = kinds  # the handles' record kinds (equal: same dtype, shape, order)
         self.packs = packs
         self.outs = outs
         self.transfer = transfer
@@ -157,7 +159,9 @@ class Receive(Operation):
         if members is None or not len(members):
             return []
         try:
-            return pack_views(self.packs[j], members, self.handles, self.items["offset"])
+            return pack_views(
+                self.packs[j], members, self.handles, self.items["offset"], self.kinds
+            )
         except (ValueError, TypeError):
             return None
 
@@ -312,16 +316,27 @@ def _as_run(indices: np.ndarray) -> Sequence[int]:
     return indices
 
 
-def pack_views(pack: Any, idx: np.ndarray, handles: list[Handle], offsets: np.ndarray) -> list:
+def pack_views(
+    pack: Any,
+    idx: np.ndarray,
+    handles: list[Handle],
+    offsets: np.ndarray,
+    kinds: np.ndarray | None = None,
+) -> list:
     """Return views of a pack's tiles: ``handles[i]`` at ``offsets[i]`` for ``i`` in ``idx``.
 
     When the tiles share one dtype, shape and order and sit at one stride, one strided view
-    is split up instead of making a view per tile.
+    is split up instead of making a view per tile. ``kinds`` (the handles' record kinds,
+    :data:`~gpupart.tiles.handles.HANDLE_RECORD`) tells that in one comparison.
     """
     first = handles[int(idx[0])]
     offs = offsets[idx].astype(np.int64)
     k = len(idx)
-    if k > 1 and (first.order == "C" or len(first.shape) <= 1) and _alike(handles, idx):
+    if (
+        k > 1
+        and (first.order == "C" or len(first.shape) <= 1)
+        and (_alike(handles, idx) if kinds is None else bool((kinds[idx] == kinds[idx[0]]).all()))
+    ):
         steps = np.diff(offs)
         stride = int(steps[0])
         if stride >= first.nbytes and (steps == stride).all():
