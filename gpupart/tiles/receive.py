@@ -133,7 +133,6 @@ class Receive(Operation):
             self.transfer.claim(self.where if self.packs == [] else self.where[alone_idx])
         lengths = [p.shape[0] for p in self.packs]
         request = wire.encode_request(self.items, lengths, item_seq0, pack_seq0)
-        self._request_bytes = request
         tag = make_tag(Kind.REQUEST, self.me, self.batch)
         self._send = self._send_control(owner, tag, request, "a fetch request")
         with self._lock:
@@ -204,7 +203,6 @@ class Receive(Operation):
         if self._send is not None and self._send.completed:
             self.transport.check(self._send)
             self._send = None
-            self._request_bytes = b""
         for j, members in enumerate(self._pack_members):
             request = self._pack_requests[j]
             if members is None or not request.completed:
