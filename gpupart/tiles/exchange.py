@@ -73,8 +73,6 @@ class Exchange:
         self._backend = backend
         self._window = window
         self._timeout = timeout
-        #: Most bytes of buffers this rank had allocated but not yet filled, in any exchange.
-        self.peak_outstanding = 0
         self._pool = ReceivePool(pool_bytes)
 
     def run(self, pieces: Sequence[Any], timeout: float | None = None) -> list[Any]:
@@ -188,7 +186,6 @@ class Exchange:
                 )
                 in_flight.append((transfer, [(src, k) for src, k, _, _ in part], size))
                 outstanding += size
-                self.peak_outstanding = max(self.peak_outstanding, outstanding)
                 start = stop
             transfer, places, size = in_flight.popleft()
             values = self._wait(transfer, deadline, limit)
