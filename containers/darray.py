@@ -1,0 +1,376 @@
+"""``DistArray``: an n-d array whose tiles live on the ranks that own them.
+
+Every rank of the job holds the same :class:`DistArray` object in the SPMD sense: the same
+global ``shape``, ``dtype``, ``tiling`` (a :class:`~gpupart.protocol.Tiling`) and ``owners``
+(the rank owning each grid position, ``-1`` where every rank holds a copy), and the tiles
+it owns (``local_tiles``, NumPy arrays on the CPU, CuPy arrays on a GPU). Operations are
+collective: every rank calls them in the same order, and each computes the tiles it owns.
+
+Data moves only when an operation needs another rank's tiles (different tilings, a
+repartition, ``to_numpy``): the consumer fetches them (:meth:`Runtime.get`) after an
+all-gather of the tiles' handles, made once per array and cached (:meth:`DistArray.handles`).
+Tiles are registered with the runtime only then, and released when the array is collected.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from gpupart.containers import layout
+from gpupart.protocol import Tiling
+
+__all__ = ["REPLICATED", "DistArray"]
+
+#: Owner of a tile every rank holds a copy of (small results such as ``X.T @ X``).
+REPLICATED = -1
+
+Position = tuple[int, ...]
+Box = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+class DistArray:
+    """A distributed n-d array (see the module docstring).
+
+    Make one with gpupart's creation functions (``asarray``, ``from_local``, ``zeros``, ...),
+    not directly.
+
+    ``shape``, ``size`` and ``tiling`` are global; ``local_tiles`` maps this rank's grid
+    positions to its tiles. The array-API namespace is ``x.__array_namespace__()``
+    (``gpupart.array_api``).
+    """
+
+    __array_priority__ = 1000.0  # NumPy defers binary operators to ours
+
+    def __init__(
+        self,
+        runtime: Any,
+        tiling: Tiling,
+        owners: np.ndarray,
+        dtype: Any,
+        tiles: Mapping[Position, Any],
+    ) -> None:
+        self._rt = runtime
+        self.tiling = tiling
+        self.owners = owners
+        self.dtype = np.dtype(dtype)
+        self._tiles = dict(tiles)
+        self._handles: dict[Position, Any] | None = None
+
+    # -- description ----------------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Global shape."""
+        return self.tiling.shape
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return self.tiling.ndim
+
+    @property
+    def size(self) -> int:
+        """Number of elements (global)."""
+        return math.prod(self.shape)
+
+    @property
+    def device(self) -> str:
+        """Where this rank's tiles live (a DLPack device string, e.g. ``'kDLCPU'``)."""
+        return self._rt.backend.dlpack_device
+
+    @property
+    def runtime(self) -> Any:
+        """The :class:`~gpupart.Runtime` the array belongs to."""
+        return self._rt
+
+    @property
+    def local_tiles(self) -> Mapping[Position, Any]:
+        """Map of this rank's grid positions to its tiles (read-only; the tiles themselves)."""
+        return MappingProxyType(self._tiles)
+
+    @property
+    def xp(self) -> Any:
+        """The array module of the tiles: NumPy or CuPy."""
+        return self._rt.backend.xp
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d array")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return (
+            f"<gpupart.DistArray shape={self.shape} dtype={self.dtype} grid={self.tiling.grid}"
+            f" rank {self._rt.rank} holds {len(self._tiles)} tile(s)>"
+        )
+
+    def __array_namespace__(self, api_version: str | None = None) -> Any:
+        """Return the array-API namespace of distributed arrays (``gpupart.array_api``)."""
+        if api_version not in (None, "2023.12", "2024.12"):
+            raise ValueError(
+                f"api_version: expected None, '2023.12' or '2024.12', found {api_version!r}"
+            )
+        from gpupart.containers import namespace
+
+        return namespace
+
+    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise TypeError(
+            "a gpupart.DistArray is spread over ranks: np.asarray() cannot see it; call"
+            " x.to_numpy() (every rank gets the whole array, collectively) or"
+            " x.gather(root=0)"
+        )
+
+    # -- tiles ----------------------------------------------------------------------------
+
+    def owner_of(self, pos: Position) -> int:
+        """Owner rank of the tile at ``pos`` (:data:`REPLICATED` for a tile every rank holds)."""
+        return int(self.owners[pos])
+
+    def boxes(self) -> Iterator[tuple[Position, tuple[int, ...], tuple[int, ...]]]:
+        """``(position, start, stop)`` of every tile this rank holds, in C order."""
+        for pos in self._tiles:
+            start, stop = layout.tile_box(self.tiling, pos)
+            yield pos, start, stop
+
+    def counted_tiles(self) -> Iterator[tuple[Position, Any]]:
+        """Yield the tiles this rank contributes to a global combination (each tile once)."""
+        rank = self._rt.rank
+        for pos, tile in self._tiles.items():
+            owner = int(self.owners[pos])
+            if owner == rank or (owner == REPLICATED and rank == 0):
+                yield pos, tile
+
+    def like(
+        self,
+        tiles: Mapping[Position, Any],
+        dtype: Any = None,
+        tiling: Tiling | None = None,
+        owners: np.ndarray | None = None,
+    ) -> DistArray:
+        """Return a new array of this runtime: this layout (or ``tiling``/``owners``), ``tiles``."""
+        dt = self.dtype if dtype is None else dtype
+        if dtype is None and tiles:
+            dt = next(iter(tiles.values())).dtype
+        return DistArray(
+            self._rt,
+            self.tiling if tiling is None else tiling,
+            self.owners if owners is None else owners,
+            dt,
+            tiles,
+        )
+
+    def map_tiles(self, fn: Any, dtype: Any = None) -> DistArray:
+        """Apply ``fn`` to every local tile (it keeps the tile's shape); same layout."""
+        return self.like({pos: fn(tile) for pos, tile in self._tiles.items()}, dtype)
+
+    # -- moving data ----------------------------------------------------------------------
+
+    def handles(self) -> Mapping[Position, Any]:
+        """Every owned tile's handle by position; collective the first time (then cached).
+
+        Registers this rank's tiles with the runtime (no copy) and all-gathers the handles;
+        the tiles are released when the array is collected.
+        """
+        if self._handles is None:
+            rt, rank = self._rt, self._rt.rank
+            mine = {
+                pos: rt.put(tile) for pos, tile in self._tiles.items() if self.owners[pos] == rank
+            }
+            table: dict[Position, Any] = {}
+            for part in rt.allgather(mine):
+                table.update(part)
+            self._handles = table
+            if mine:
+                weakref.finalize(self, _release, rt, list(mine.values()))
+        return MappingProxyType(self._handles)
+
+    def fetch_regions(self, boxes: Sequence[Box]) -> list[Any]:
+        """Return the data of each box ``(start, stop)`` of the global index space, here.
+
+        Collective: every rank calls it (for boxes of its own, maybe none). A box that is
+        exactly one of this rank's tiles is that tile (no copy); other boxes are assembled
+        from the tiles that overlap them, another rank's fetched (all in one call). Ends with
+        a barrier, so no rank releases a tile another may still be fetching.
+        """
+        table = self.handles()
+        xp = self.xp
+        plans: list[Any] = []
+        wanted: dict[Position, Any] = {}
+        for lo, hi in boxes:
+            lo, hi = tuple(lo), tuple(hi)
+            parts = list(layout.overlapping_tiles(self.tiling, lo, hi))
+            if len(parts) == 1 and parts[0][0] in self._tiles:
+                pos = parts[0][0]
+                if layout.tile_box(self.tiling, pos) == (lo, hi):
+                    plans.append(("tile", pos))
+                    continue
+            plans.append(("parts", lo, hi, parts))
+            for pos, _, _ in parts:
+                if pos not in self._tiles:
+                    wanted[pos] = None
+        if wanted:
+            got = self._rt.get([table[pos] for pos in wanted])
+            wanted = dict(zip(wanted, got, strict=True))
+        self._rt.barrier()
+        out = []
+        for plan in plans:
+            if plan[0] == "tile":
+                out.append(self._tiles[plan[1]])
+                continue
+            _, lo, hi, parts = plan
+            buf = xp.empty(tuple(b - a for a, b in zip(lo, hi, strict=True)), dtype=self.dtype)
+            for pos, start, stop in parts:
+                tile = self._tiles[pos] if pos in self._tiles else xp.asarray(wanted[pos])
+                t0 = self.tiling.start(pos)
+                src = tuple(slice(s - t, e - t) for s, e, t in zip(start, stop, t0, strict=True))
+                dst = tuple(slice(s - a, e - a) for s, e, a in zip(start, stop, lo, strict=True))
+                buf[dst] = tile[src]
+            out.append(buf)
+        return out
+
+    def repartition(
+        self, tiles: Tiling | Sequence[int] | None = None, grid: Sequence[int] | None = None
+    ) -> DistArray:
+        """Return the same values under another tiling (collective): ranks fetch their new tiles.
+
+        ``tiles``/``grid`` as in the creation functions; by default one block per rank along
+        the first axis.
+        """
+        rt = self._rt
+        tiling = layout.make_tiling(self.shape, rt.size, tiles, grid)
+        owners = layout.assign_owners(tiling, rt.size)
+        if tiling == self.tiling and np.array_equal(owners, self.owners):
+            return self
+        mine = [pos for pos in layout.positions(tiling) if owners[pos] == rt.rank]
+        boxes = [layout.tile_box(tiling, pos) for pos in mine]
+        data = self.fetch_regions(boxes)
+        return DistArray(rt, tiling, owners, self.dtype, dict(zip(mine, data, strict=True)))
+
+    def rebalance(self) -> DistArray:
+        """Return the same values with the first axis split evenly across ranks (collective)."""
+        return self.repartition()
+
+    def to_numpy(self) -> np.ndarray:
+        """Return the whole array on every rank, as a NumPy array (collective)."""
+        (whole,) = self.fetch_regions([((0,) * self.ndim, self.shape)])
+        return _host(whole)
+
+    def gather(self, root: int = 0) -> np.ndarray | None:
+        """Return the whole array on ``root`` (a NumPy array), ``None`` elsewhere (collective)."""
+        rt = self._rt
+        if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < rt.size:
+            raise ValueError(f"root: expected a rank in 0..{rt.size - 1}, found {root!r}")
+        boxes = [((0,) * self.ndim, self.shape)] if rt.rank == root else []
+        got = self.fetch_regions(boxes)
+        return _host(got[0]) if got else None
+
+    # -- interop --------------------------------------------------------------------------
+
+    @property
+    def __partitioned__(self) -> dict[str, Any]:
+        """The ``__partitioned__`` dict (collective: publishes the tiles' handles once)."""
+        from gpupart.containers import partitioned
+
+        return partitioned.export(self)
+
+    def _one_tile(self) -> Any:
+        tiles = list(self._tiles.values())
+        if len(tiles) != 1 or self.tiling.num_partitions != 1:
+            raise TypeError(
+                "only an array in one tile (every rank holding it) can be viewed without a"
+                " copy; use x.to_numpy() or x.local_tiles"
+            )
+        return tiles[0]
+
+    def __dlpack__(self, **kwargs: Any) -> Any:
+        return self._one_tile().__dlpack__(**kwargs)
+
+    def __dlpack_device__(self) -> Any:
+        return self._one_tile().__dlpack_device__()
+
+
+def _binary(name: str, reflected: bool = False) -> Any:
+    """A binary operator method that calls ``containers.elementwise.<name>``."""
+
+    def method(self: DistArray, other: Any) -> Any:
+        from gpupart.containers import elementwise
+
+        fn = getattr(elementwise, name, None)
+        if fn is None:
+            raise NotImplementedError(f"{name} is not provided for distributed arrays (yet)")
+        return fn(other, self) if reflected else fn(self, other)
+
+    method.__name__ = name
+    return method
+
+
+def _unary(module: str, name: str) -> Any:
+    """A unary method that calls ``containers.<module>.<name>``."""
+
+    def method(self: DistArray) -> Any:
+        import importlib
+
+        fn = getattr(importlib.import_module(f"gpupart.containers.{module}"), name, None)
+        if fn is None:
+            raise NotImplementedError(f"{name} is not provided for distributed arrays (yet)")
+        return fn(self)
+
+    method.__name__ = name
+    return method
+
+
+_BINARY = {
+    "add": "add",
+    "sub": "subtract",
+    "mul": "multiply",
+    "truediv": "divide",
+    "floordiv": "floor_divide",
+    "mod": "remainder",
+    "pow": "pow",
+    "and": "bitwise_and",
+    "or": "bitwise_or",
+    "xor": "bitwise_xor",
+    "lshift": "bitwise_left_shift",
+    "rshift": "bitwise_right_shift",
+}
+_COMPARE = {
+    "lt": "less",
+    "le": "less_equal",
+    "eq": "equal",
+    "ne": "not_equal",
+    "gt": "greater",
+    "ge": "greater_equal",
+}
+for _dunder, _name in _BINARY.items():
+    setattr(DistArray, f"__{_dunder}__", _binary(_name))
+    setattr(DistArray, f"__r{_dunder}__", _binary(_name, reflected=True))
+for _dunder, _name in _COMPARE.items():
+    setattr(DistArray, f"__{_dunder}__", _binary(_name))
+DistArray.__hash__ = None  # type: ignore[assignment]  (== is elementwise)
+DistArray.__neg__ = _unary("elementwise", "negative")  # type: ignore[method-assign]
+DistArray.__pos__ = _unary("elementwise", "positive")  # type: ignore[method-assign]
+DistArray.__abs__ = _unary("elementwise", "abs")  # type: ignore[method-assign]
+DistArray.__invert__ = _unary("elementwise", "bitwise_invert")  # type: ignore[method-assign]
+
+
+def _host(array: Any) -> np.ndarray:
+    """Return ``array`` as a NumPy array (a copy only for device memory)."""
+    return array if isinstance(array, np.ndarray) else array.get()
+
+
+def _release(rt: Any, handles: list[Any]) -> None:
+    """Free this rank's registered tiles of a collected array (a local step, never collective)."""
+    if rt.closed:
+        return
+    for h in handles:
+        try:
+            rt.free(h)
+        except Exception:  # already released: nothing to do
+            continue

@@ -1,0 +1,5 @@
+"""Distributed-array operations: linalg (to be filled in; see containers/namespace.py)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,61 @@
+"""The array-API namespace of distributed arrays: ``gpupart.array_api``.
+
+Functions follow the 2024.12 standard's signatures and work on :class:`DistArray` operands
+(and Python scalars, and small NumPy/CuPy arrays that broadcast against them). They are
+collective: every rank calls them in the same order. A function the standard names but
+this namespace does not provide raises ``NotImplementedError`` naming it (``__getattr__``),
+never a wrong result.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from gpupart.containers.dtypes import *  # noqa: F403
+from gpupart.containers.dtypes import __all__ as _dtypes_all
+from gpupart.containers.elementwise import *  # noqa: F403
+from gpupart.containers.elementwise import __all__ as _elementwise_all
+from gpupart.containers.indexing import *  # noqa: F403
+from gpupart.containers.indexing import __all__ as _indexing_all
+from gpupart.containers.linalg import *  # noqa: F403
+from gpupart.containers.linalg import __all__ as _linalg_all
+from gpupart.containers.manipulation import *  # noqa: F403
+from gpupart.containers.manipulation import __all__ as _manipulation_all
+from gpupart.containers.reductions import *  # noqa: F403
+from gpupart.containers.reductions import __all__ as _reductions_all
+
+__all__ = sorted(
+    {
+        "arange",
+        "asarray",
+        "empty",
+        "eye",
+        "from_local",
+        "full",
+        "linspace",
+        "ones",
+        "zeros",
+        *_dtypes_all,
+        *_elementwise_all,
+        *_indexing_all,
+        *_linalg_all,
+        *_manipulation_all,
+        *_reductions_all,
+    }
+)
+
+
+def __getattr__(name: str) -> NoReturn:
+    if name.startswith("__"):
+        raise AttributeError(name)
+    raise NotImplementedError(
+        f"gpupart.array_api.{name} is not provided for distributed arrays (yet); gather with"
+        " x.to_numpy() and use NumPy, or open an issue"
+    )
+
+
+def __dir__() -> list[str]:
+    return list(__all__)
+
+
+_ = Any

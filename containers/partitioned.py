@@ -1,0 +1,160 @@
+"""``__partitioned__`` out of a :class:`DistArray`, and any producer's into one.
+
+Out: the spec's dict (``shape``, ``partition_tiling``, ``partitions``, ``get``, ``locals``)
+plus ``dtype``. An entry's ``data`` is the tile on the rank that owns it and a
+:class:`~gpupart.Handle` elsewhere; ``get`` turns handles (one or a list) into arrays from
+any rank; each ``location`` is a :class:`~gpupart.Location` (host, rank, PCI bus id, device,
+UUID, NUMA node, memory kind, stream). Building it publishes the tiles' handles: collective.
+
+In (:func:`from_partitioned`, collective): another gpupart array is taken as it is; SPMD
+producers (``locals`` present: Heat, MPI programs) give each rank the tiles it lists, adopted
+without a copy; Dask/Ray/Modin-style producers (futures as ``data``, no ``locals``) have each
+tile resolved with ``get`` by the rank chosen to own it (the rank its location names when it
+is one of this job's, else tiles in C order over the ranks). A malformed dict is the
+validator's error on every rank.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpupart.containers import layout
+from gpupart.containers.creation import runtime_or_init
+from gpupart.containers.darray import REPLICATED, DistArray
+from gpupart import protocol
+from gpupart.errors import GpupartError, PartitionedError
+from gpupart.protocol import Tiling
+from gpupart.tiles.handles import Handle
+
+__all__ = ["export", "from_partitioned"]
+
+
+def export(x: DistArray) -> dict[str, Any]:
+    """Return ``x.__partitioned__`` (collective; see the module docstring)."""
+    rt = x.runtime
+    table = x.handles()
+    peers = rt.peers
+    tiles = x.local_tiles
+
+    def data(pos: tuple[int, ...]) -> Any:
+        return tiles[pos] if pos in tiles else table.get(pos)
+
+    def location(pos: tuple[int, ...]) -> list[Any]:
+        owner = x.owner_of(pos)
+        if owner == REPLICATED:
+            return list(peers)
+        handle = table.get(pos)
+        return [handle.location if handle is not None else peers[owner]]
+
+    def get(handles: Any) -> Any:
+        if isinstance(handles, (list, tuple)):
+            wanted = [h for h in handles if isinstance(h, Handle)]
+            got = iter(rt.get(wanted)) if wanted else iter(())
+            return [next(got) if isinstance(h, Handle) else h for h in handles]
+        return rt.get(handles) if isinstance(handles, Handle) else handles
+
+    return protocol.build(
+        x.shape,
+        x.tiling,
+        data,
+        location,
+        get,
+        locals=list(tiles),
+        dtype=x.dtype.str,
+    )
+
+
+def from_partitioned(obj: Any) -> DistArray:
+    """Adopt any producer's ``__partitioned__`` data as a :class:`DistArray` (collective)."""
+    rt = runtime_or_init()
+    if isinstance(obj, DistArray):
+        return obj
+    view, problem = None, None
+    try:
+        view = protocol.validate(obj)
+    except (GpupartError, TypeError, ValueError) as exc:
+        problem = exc
+    problems = rt.allgather(None if problem is None else f"{type(problem).__name__}: {problem}")
+    if problem is not None:
+        raise problem
+    bad = [(r, p) for r, p in enumerate(problems) if p is not None]
+    if bad:
+        rank, text = bad[0]
+        raise PartitionedError(
+            "obj", "a valid __partitioned__ structure on every rank", f"rank {rank}: {text}"
+        )
+    tiling = Tiling.from_boundaries([list(cuts) for cuts in view.boundaries])
+    owners = _owners(rt, view, tiling)
+    xp = rt.backend.xp
+    mine = [pos for pos in layout.positions(tiling) if owners[pos] == rt.rank]
+    entries = [view.partitions[pos] for pos in mine]
+    futures = [(pos, e.data) for pos, e in zip(mine, entries, strict=True) if e.data is not None]
+    resolved: dict[tuple[int, ...], Any] = {}
+    if futures and view.locals is None:  # references (futures, ObjectRefs): resolve them
+        got = view.get([d for _, d in futures])
+        resolved = {pos: value for (pos, _), value in zip(futures, got, strict=True)}
+    else:
+        resolved = dict(futures)
+    tiles = {}
+    for pos, entry in zip(mine, entries, strict=True):
+        if pos not in resolved:
+            raise PartitionedError(
+                f"partitions[{pos!r}]['data']", "the data of a partition this rank owns", "None"
+            )
+        tile = xp.asarray(resolved[pos])
+        if tuple(tile.shape) != entry.shape:
+            raise PartitionedError(
+                f"partitions[{pos!r}]['data']",
+                f"an array of shape {entry.shape}",
+                f"shape {tuple(tile.shape)}",
+            )
+        tiles[pos] = tile
+    dtype = _agreed_dtype(rt, view, tiles)
+    return DistArray(
+        rt, tiling, owners, dtype, {p: t.astype(dtype, copy=False) for p, t in tiles.items()}
+    )
+
+
+def _owners(rt: Any, view: Any, tiling: Tiling) -> np.ndarray:
+    """Which rank takes each tile: the one listing it in ``locals``, else its location's."""
+    owners = layout.assign_owners(tiling, rt.size)
+    listed = rt.allgather(list(view.locals) if view.locals is not None else None)
+    if any(part is not None for part in listed):
+        claimed = np.full(tiling.grid, -2, dtype=np.int32)
+        for rank, part in enumerate(listed):
+            for pos in part or ():
+                if claimed[pos] == -2:
+                    claimed[pos] = rank
+        missing = np.argwhere(claimed == -2)
+        if len(missing):
+            raise PartitionedError(
+                f"partitions[{tuple(int(i) for i in missing[0])!r}]",
+                "a partition some rank lists in its locals",
+                "none does",
+            )
+        return claimed
+    by_pid = {(loc.ip, loc.pid): r for r, loc in enumerate(rt.peers)}
+    for pos in layout.positions(tiling):
+        location = view.partitions[pos].location[0]
+        rank = location.rank
+        if rank is None:
+            rank = by_pid.get((location.ip, location.pid))
+        if rank is not None and 0 <= rank < rt.size:
+            owners[pos] = rank
+    return owners
+
+
+def _agreed_dtype(rt: Any, view: Any, tiles: dict) -> np.dtype:
+    """Return the one dtype of the data: the ``dtype`` key, else the tiles' (one for all)."""
+    if "dtype" in view.extra:
+        try:
+            return np.dtype(view.extra["dtype"])
+        except TypeError:
+            pass  # a framework's dtype object (torch): use the data's
+    mine = {t.dtype.str for t in tiles.values()}
+    found = {d for part in rt.allgather(sorted(mine)) for d in part}
+    if len(found) > 1:
+        raise PartitionedError("partitions", "data of one dtype", f"dtypes {sorted(found)}")
+    return np.dtype(found.pop()) if found else np.dtype(np.float64)

@@ -1,0 +1,5 @@
+"""Distributed-array operations: reductions (to be filled in; see containers/namespace.py)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
