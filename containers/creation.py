@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
 from gpupart.containers import layout
 from gpupart.containers.darray import DistArray
+
 from gpupart.errors import CollectiveError
 from gpupart.protocol import Tiling
 

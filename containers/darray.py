@@ -21,8 +21,8 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-
 from gpupart.containers import layout
+
 from gpupart.protocol import Tiling
 
 __all__ = ["REPLICATED", "DistArray"]
@@ -297,7 +297,7 @@ class DistArray:
 
 
 def _binary(name: str, reflected: bool = False) -> Any:
-    """A binary operator method that calls ``containers.elementwise.<name>``."""
+    """Make a binary operator method that calls ``gpupart.containers.elementwise.<name>``."""
 
     def method(self: DistArray, other: Any) -> Any:
         from gpupart.containers import elementwise
@@ -312,7 +312,7 @@ def _binary(name: str, reflected: bool = False) -> Any:
 
 
 def _unary(module: str, name: str) -> Any:
-    """A unary method that calls ``containers.<module>.<name>``."""
+    """Make a unary method that calls ``gpupart.containers.<module>.<name>``."""
 
     def method(self: DistArray) -> Any:
         import importlib

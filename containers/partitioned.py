@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from gpupart.containers import layout
 from gpupart.containers.creation import runtime_or_init
 from gpupart.containers.darray import REPLICATED, DistArray
+
 from gpupart import protocol
 from gpupart.errors import GpupartError, PartitionedError
 from gpupart.protocol import Tiling

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from gpupart.containers import layout
 from gpupart.containers.creation import _layout, normalize_shape, runtime_or_init
 from gpupart.containers.darray import DistArray
