@@ -315,29 +315,25 @@ def pow(x1: Any, x2: Any, /) -> DistArray:
     """Return ``x1 ** x2`` elementwise, broadcast (collective; see the module on integers)."""
     ops = [tilewise.operand("pow", "x1", x1), tilewise.operand("pow", "x2", x2)]
     dtype = _result_dtype("pow", np.power, ops)
-    kernel = _integer_power if dtype.kind in "iu" else _xp_kernel("power")
-    return tilewise.apply("pow", kernel, ops, dtype)
+    if dtype.kind not in "iu":
+        return tilewise.apply("pow", _xp_kernel("power"), ops, dtype)
+    return tilewise.apply("pow", lambda xp, a, b: _integer_power(xp, a, b, dtype), ops, dtype)
 
 
-def _integer_power(xp: Any, base: Any, exponent: Any) -> Any:
-    """Return ``base ** exponent`` for integers (a negative exponent: the truncated value)."""
-    if isinstance(base, (bool, int)):
-        base = xp.asarray(base)
-    if isinstance(exponent, (bool, int)):
-        if exponent >= 0:
-            return xp.power(base, exponent)
-        return _negative_power(xp, base, -1 if exponent % 2 else 1)
-    if exponent.dtype.kind != "i":
+def _integer_power(xp: Any, base: Any, exponent: Any, dtype: np.dtype) -> Any:
+    """Return ``base ** exponent`` in ``dtype``; a negative exponent gives the truncated value.
+
+    That is 1 for a base of 1, ±1 for -1 (as the exponent is even or odd), 0 otherwise.
+    """
+    base = xp.asarray(base).astype(dtype, copy=False)
+    exponent = xp.asarray(exponent).astype(dtype, copy=False)
+    if dtype.kind == "u":
         return xp.power(base, exponent)
     negative_ = exponent < 0
-    safe = xp.where(negative_, xp.zeros_like(exponent), exponent)
-    odd = xp.where(exponent % 2 != 0, -1, 1)
-    return xp.where(negative_, _negative_power(xp, base, odd), xp.power(base, safe))
-
-
-def _negative_power(xp: Any, base: Any, odd_sign: Any) -> Any:
-    """Return ``base ** -k`` truncated: 1 for 1, ``odd_sign`` (±1, k odd or even) for -1, else 0."""
-    return xp.where(base == 1, 1, xp.where(base == -1, odd_sign, 0))
+    powered = xp.power(base, xp.where(negative_, 0, exponent))
+    sign = 1 - 2 * (exponent % 2)
+    truncated = xp.where(base == 1, 1, xp.where(base == -1, sign, 0))
+    return xp.where(negative_, truncated, powered)
 
 
 # -- clip, where, astype ------------------------------------------------------------------

@@ -242,7 +242,10 @@ def _translate(
     name: str, func: Any, fn: Any, args: Any, kwargs: Any
 ) -> tuple[list[Any], dict[str, Any]]:
     """Return NumPy's arguments as the namespace function takes them (positional, keywords)."""
-    signature = inspect.signature(func)
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # no signature to read: NumPy's arguments as they are
+        return list(args), dict(kwargs)
     bound = signature.bind(*args, **kwargs)
     try:
         target = inspect.signature(fn).parameters
