@@ -159,7 +159,7 @@ def linspace(
         values = start + xp.arange(a[0], b[0], dtype=np.float64) * step
         if endpoint and num > 1 and b[0] == num:
             values[-1] = stop
-        return values.astype(d)
+        return (xp.floor(values) if d.kind in "iu" else values).astype(d)  # as NumPy 2
 
     return _by_formula((num,), dt, tiles, grid, make)
 
@@ -223,7 +223,7 @@ def asarray(
     data = {}
     for pos in mine:
         start, stop = layout.tile_box(tiling, pos)
-        data[pos] = host[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))]
+        data[pos] = host[(*(slice(a, b) for a, b in zip(start, stop, strict=True)), ...)]
     return DistArray(rt, tiling, owners, host.dtype, data)
 
 
@@ -243,7 +243,7 @@ def _from_root(rt: Any, obj: Any, dtype: Any, tiles: Any, grid: Any, root: int) 
     if rt.rank == root:
         for pos in layout.positions(tiling):
             start, stop = layout.tile_box(tiling, pos)
-            staged[pos] = host[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))]
+            staged[pos] = host[(*(slice(a, b) for a, b in zip(start, stop, strict=True)), ...)]
     source = DistArray(rt, tiling, np.full(tiling.grid, root, np.int32), dt, staged)
     boxes = [layout.tile_box(tiling, pos) for pos in mine]
     data = source.fetch_regions(boxes)
