@@ -191,11 +191,13 @@ def asarray(
     tiles: Any = None,
     grid: Any = None,
     root: int | None = None,
+    copy: bool | None = None,
 ) -> DistArray:
     """Distribute an array (collective).
 
     Without ``root`` every rank passes the same array (each keeps its own tiles, no data
-    moves; shapes and dtypes are checked to agree on every rank). With ``root``, only that
+    moves; shapes and dtypes are checked to agree on every rank): the tiles are views of
+    ``obj`` where they can be, copies with ``copy=True``. With ``root``, only that
     rank's ``obj`` counts (the others may pass ``None``): its tiles are fetched from it by
     the ranks that own them. A :class:`DistArray` is returned as it is (repartitioned if
     ``tiles``/``grid`` say so); a ``__partitioned__`` object goes to ``from_partitioned``.
@@ -211,8 +213,11 @@ def asarray(
     xp = rt.backend.xp
     if root is not None:
         return _from_root(rt, obj, dtype, tiles, grid, root)
-    host = xp.asarray(obj, dtype=dtype)
-    signatures = rt.allgather((tuple(host.shape), host.dtype.str))
+    host, problem = _sendable(xp, obj, dtype)
+    signatures = rt.allgather(problem or (tuple(host.shape), host.dtype.str))
+    problems = [f"rank {r}: {p}" for r, p in enumerate(signatures) if isinstance(p, str)]
+    if problems:
+        raise CollectiveError(f"asarray: {'; '.join(problems)}")
     if len(set(signatures)) != 1:
         detail = ", ".join(f"rank {r}: {s} {np.dtype(d)}" for r, (s, d) in enumerate(signatures))
         raise CollectiveError(
@@ -223,18 +228,31 @@ def asarray(
     data = {}
     for pos in mine:
         start, stop = layout.tile_box(tiling, pos)
-        data[pos] = host[(*(slice(a, b) for a, b in zip(start, stop, strict=True)), ...)]
+        tile = host[(*(slice(a, b) for a, b in zip(start, stop, strict=True)), ...)]
+        data[pos] = tile.copy() if copy else tile
     return DistArray(rt, tiling, owners, host.dtype, data)
+
+
+def _sendable(xp: Any, obj: Any, dtype: Any) -> tuple[Any, str | None]:
+    """``obj`` as an array of a dtype tiles can have, or the reason it cannot be one."""
+    try:
+        host = xp.asarray(obj, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        return None, f"cannot make an array of {type(obj).__name__}: {exc}"
+    if host.dtype.hasobject or host.dtype.fields is not None:
+        return None, f"expected a numeric/bool/datetime/fixed-width dtype, found {host.dtype}"
+    return host, None
 
 
 def _from_root(rt: Any, obj: Any, dtype: Any, tiles: Any, grid: Any, root: int) -> DistArray:
     if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < rt.size:
         raise ValueError(f"root: expected a rank in 0..{rt.size - 1}, found {root!r}")
     xp = rt.backend.xp
-    host = xp.asarray(obj, dtype=dtype) if rt.rank == root else None
-    meta = rt.broadcast(
-        (tuple(host.shape), host.dtype.str) if host is not None else None, root=root
-    )
+    host, problem = _sendable(xp, obj, dtype) if rt.rank == root else (None, None)
+    mine = None if rt.rank != root else problem or (tuple(host.shape), host.dtype.str)
+    meta = rt.broadcast(mine, root=root)
+    if isinstance(meta, str):  # the root's data cannot be distributed: every rank says so
+        raise CollectiveError(f"asarray: rank {root} (root): {meta}")
     dims, dt = meta[0], np.dtype(meta[1])
     tiling, owners, mine = _layout(rt, dims, tiles, grid)
     # The root holds every tile of the new tiling (views of its array where they can be):
@@ -259,14 +277,21 @@ def from_local(piece: Any, axis: int = 0) -> DistArray:
     """
     rt = runtime_or_init()
     xp = rt.backend.xp
-    local = xp.asarray(piece)
-    shapes = rt.allgather((tuple(local.shape), local.dtype.str))
-    first_shape, first_dtype = shapes[0]
+    local, problem = _sendable(xp, piece, None)
+    shapes = rt.allgather(problem or (tuple(local.shape), local.dtype.str, axis))
+    problems = [f"rank {r}: {p}" for r, p in enumerate(shapes) if isinstance(p, str)]
+    if problems:
+        raise CollectiveError(f"from_local: {'; '.join(problems)}")
+    axes = {a for _, _, a in shapes}
+    if len(axes) != 1:
+        detail = ", ".join(f"rank {r}: {a}" for r, (_, _, a) in enumerate(shapes))
+        raise CollectiveError(f"from_local: expected the same axis on every rank, found {detail}")
+    first_shape, first_dtype, _ = shapes[0]
     ndim = len(first_shape)
     if ndim == 0 or not -ndim <= axis < ndim:
         raise ValueError(f"axis: expected an axis of rank 0's {ndim}-d piece, found {axis}")
     axis %= ndim
-    for r, (shape, dt) in enumerate(shapes):
+    for r, (shape, dt, _) in enumerate(shapes):
         other = shape[:axis] + shape[axis + 1 :]
         want = first_shape[:axis] + first_shape[axis + 1 :]
         if len(shape) != ndim or other != want:
@@ -278,7 +303,7 @@ def from_local(piece: Any, axis: int = 0) -> DistArray:
             raise CollectiveError(
                 f"from_local: rank {r} passed dtype {np.dtype(dt)}, rank 0 {np.dtype(first_dtype)}"
             )
-    lengths = [s[axis] for s, _ in shapes]
+    lengths = [s[axis] for s, _, _ in shapes]
     cuts = np.concatenate([[0], np.cumsum(lengths)]).tolist()
     bounds: list[Sequence[int]] = [[0, n] for n in first_shape]
     bounds[axis] = [int(c) for c in cuts]

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from gpupart.containers import layout
 
+from gpupart.errors import CollectiveError
 from gpupart.protocol import Tiling
 
 __all__ = ["REPLICATED", "DistArray"]
@@ -180,15 +181,24 @@ class DistArray:
         """
         if self._handles is None:
             rt, rank = self._rt, self._rt.rank
-            mine = {
-                pos: rt.put(tile) for pos, tile in self._tiles.items() if self.owners[pos] == rank
-            }
-            table: dict[Position, Any] = {}
-            for part in rt.allgather(mine):
-                table.update(part)
-            self._handles = table
+            mine: dict[Position, Any] = {}
+            problem = None
+            try:
+                for pos, tile in self._tiles.items():
+                    if self.owners[pos] == rank:
+                        mine[pos] = rt.put(tile)
+            except (TypeError, ValueError) as exc:  # a tile that cannot be sent: tell everyone
+                problem = f"rank {rank} cannot publish tile {pos}: {exc}"
+            parts = rt.allgather((mine, problem))
             if mine:
                 weakref.finalize(self, _release, rt, list(mine.values()))
+            problems = [p for _, p in parts if p is not None]
+            if problems:
+                raise CollectiveError(f"publishing a DistArray's tiles: {'; '.join(problems)}")
+            table: dict[Position, Any] = {}
+            for part, _ in parts:
+                table.update(part)
+            self._handles = table
         return MappingProxyType(self._handles)
 
     def fetch_regions(self, boxes: Sequence[Box]) -> list[Any]:
@@ -260,7 +270,7 @@ class DistArray:
     def to_numpy(self) -> np.ndarray:
         """Return the whole array on every rank, as a NumPy array (collective)."""
         (whole,) = self.fetch_regions([((0,) * self.ndim, self.shape)])
-        return _host(whole)
+        return _host(whole, copy=self._is_tile(whole))
 
     def gather(self, root: int = 0) -> np.ndarray | None:
         """Return the whole array on ``root`` (a NumPy array), ``None`` elsewhere (collective)."""
@@ -269,7 +279,11 @@ class DistArray:
             raise ValueError(f"root: expected a rank in 0..{rt.size - 1}, found {root!r}")
         boxes = [((0,) * self.ndim, self.shape)] if rt.rank == root else []
         got = self.fetch_regions(boxes)
-        return _host(got[0]) if got else None
+        return _host(got[0], copy=self._is_tile(got[0])) if got else None
+
+    def _is_tile(self, array: Any) -> bool:
+        """Whether ``array`` is one of this rank's tiles (the caller must then get a copy)."""
+        return any(array is tile for tile in self._tiles.values())
 
     # -- interop --------------------------------------------------------------------------
 
@@ -360,9 +374,46 @@ DistArray.__abs__ = _unary("elementwise", "abs")  # type: ignore[method-assign]
 DistArray.__invert__ = _unary("elementwise", "bitwise_invert")  # type: ignore[method-assign]
 
 
-def _host(array: Any) -> np.ndarray:
-    """Return ``array`` as a NumPy array (a copy only for device memory)."""
-    return array if isinstance(array, np.ndarray) else array.get()
+def _numpy_protocol(name: str) -> Any:
+    """Make a NumPy protocol method calling ``gpupart.containers.numpy_interop.<name>``."""
+
+    def method(self: DistArray, *args: Any, **kwargs: Any) -> Any:
+        from gpupart.containers import numpy_interop
+
+        return getattr(numpy_interop, name)(self, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+# np.exp(x), np.add(x, y), np.where(c, x, y) route to the namespace (see numpy_interop)
+DistArray.__array_ufunc__ = _numpy_protocol("array_ufunc")  # type: ignore[attr-defined]
+DistArray.__array_function__ = _numpy_protocol("array_function")  # type: ignore[attr-defined]
+DistArray.T = property(_unary("manipulation", "transpose_2d"))  # type: ignore[attr-defined]
+DistArray.mT = property(_unary("linalg", "matrix_transpose"))  # type: ignore[attr-defined]
+
+
+def _method(module: str, name: str) -> Any:
+    """Make a method that calls ``gpupart.containers.<module>.<name>(self, *args)``."""
+
+    def method(self: DistArray, *args: Any) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(f"gpupart.containers.{module}"), name)(self, *args)
+
+    method.__name__ = name
+    return method
+
+
+DistArray.__getitem__ = _method("indexing", "getitem")  # type: ignore[method-assign]
+DistArray.__setitem__ = _method("indexing", "setitem")  # type: ignore[method-assign]
+
+
+def _host(array: Any, *, copy: bool = False) -> np.ndarray:
+    """Return ``array`` as a NumPy array (a copy for device memory, or when asked)."""
+    if isinstance(array, np.ndarray):
+        return array.copy() if copy else array
+    return array.get()
 
 
 def _release(rt: Any, handles: list[Any]) -> None:

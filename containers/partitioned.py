@@ -28,42 +28,59 @@ from gpupart.errors import GpupartError, PartitionedError
 from gpupart.protocol import Tiling
 from gpupart.tiles.handles import Handle
 
-__all__ = ["export", "from_partitioned"]
+__all__ = ["HandleGetter", "export", "from_partitioned"]
 
 
 def export(x: DistArray) -> dict[str, Any]:
-    """Return ``x.__partitioned__`` (collective; see the module docstring)."""
+    """Return ``x.__partitioned__`` (collective; see the module docstring; it pickles)."""
     rt = x.runtime
     table = x.handles()
     peers = rt.peers
     tiles = x.local_tiles
-
-    def data(pos: tuple[int, ...]) -> Any:
-        return tiles[pos] if pos in tiles else table.get(pos)
-
-    def location(pos: tuple[int, ...]) -> list[Any]:
+    data, location = {}, {}
+    for pos in layout.positions(x.tiling):
+        data[pos] = tiles[pos] if pos in tiles else table.get(pos)
         owner = x.owner_of(pos)
         if owner == REPLICATED:
-            return list(peers)
-        handle = table.get(pos)
-        return [handle.location if handle is not None else peers[owner]]
+            location[pos] = list(peers)
+        else:
+            handle = table.get(pos)
+            location[pos] = [handle.location if handle is not None else peers[owner]]
+    return protocol.build(
+        x.shape,
+        x.tiling,
+        data,
+        location,
+        HandleGetter(),
+        locals=list(tiles),
+        lazy=False,
+        dtype=x.dtype.str,
+    )
 
-    def get(handles: Any) -> Any:
+
+class HandleGetter:
+    """The ``get`` of a gpupart array's ``__partitioned__``: handles (one or a list) to arrays.
+
+    Resolves through this process's runtime when called, so it pickles and works on any
+    rank of the job; anything that is not a handle (a local tile) is returned as it is.
+    """
+
+    def __call__(self, handles: Any) -> Any:
+        """Return the array of ``handles`` (or a list of arrays for a list)."""
+        import gpupart
+
+        rt = gpupart.runtime()
         if isinstance(handles, (list, tuple)):
             wanted = [h for h in handles if isinstance(h, Handle)]
             got = iter(rt.get(wanted)) if wanted else iter(())
             return [next(got) if isinstance(h, Handle) else h for h in handles]
         return rt.get(handles) if isinstance(handles, Handle) else handles
 
-    return protocol.build(
-        x.shape,
-        x.tiling,
-        data,
-        location,
-        get,
-        locals=list(tiles),
-        dtype=x.dtype.str,
-    )
+    def __eq__(self, other: object) -> bool:
+        return type(other) is HandleGetter
+
+    def __hash__(self) -> int:
+        return hash(HandleGetter)
 
 
 def from_partitioned(obj: Any) -> DistArray:
@@ -86,12 +103,36 @@ def from_partitioned(obj: Any) -> DistArray:
             "obj", "a valid __partitioned__ structure on every rank", f"rank {rank}: {text}"
         )
     tiling = Tiling.from_boundaries([list(cuts) for cuts in view.boundaries])
+    shapes = rt.allgather((tiling.shape, [list(c) for c in tiling.boundaries]))
+    if any(other != shapes[0] for other in shapes):
+        detail = ", ".join(f"rank {r}: shape {s}" for r, (s, _) in enumerate(shapes))
+        raise PartitionedError(
+            "obj", "the same shape and partitions on every rank", f"different ones ({detail})"
+        )
     owners = _owners(rt, view, tiling)
+    tiles, problem = {}, None
+    try:
+        tiles = _adopt(rt, view, tiling, owners)
+    except (GpupartError, TypeError, ValueError) as exc:
+        problem = exc
+    reports = rt.allgather(None if problem is None else f"{type(problem).__name__}: {problem}")
+    if problem is not None:
+        raise problem
+    bad = [(r, p) for r, p in enumerate(reports) if p is not None]
+    if bad:
+        raise PartitionedError("obj", "data every rank can adopt", f"rank {bad[0][0]}: {bad[0][1]}")
+    dtype = _agreed_dtype(rt, view, tiles)
+    return DistArray(
+        rt, tiling, owners, dtype, {p: t.astype(dtype, copy=False) for p, t in tiles.items()}
+    )
+
+
+def _adopt(rt: Any, view: Any, tiling: Tiling, owners: np.ndarray) -> dict:
+    """Return this rank's tiles: its own data (no copy) or what ``get`` resolves."""
     xp = rt.backend.xp
     mine = [pos for pos in layout.positions(tiling) if owners[pos] == rt.rank]
     entries = [view.partitions[pos] for pos in mine]
     futures = [(pos, e.data) for pos, e in zip(mine, entries, strict=True) if e.data is not None]
-    resolved: dict[tuple[int, ...], Any] = {}
     if futures and view.locals is None:  # references (futures, ObjectRefs): resolve them
         got = view.get([d for _, d in futures])
         resolved = {pos: value for (pos, _), value in zip(futures, got, strict=True)}
@@ -110,11 +151,12 @@ def from_partitioned(obj: Any) -> DistArray:
                 f"an array of shape {entry.shape}",
                 f"shape {tuple(tile.shape)}",
             )
+        if tile.dtype.hasobject:
+            raise PartitionedError(
+                f"partitions[{pos!r}]['data']", "a numeric array", f"dtype {tile.dtype}"
+            )
         tiles[pos] = tile
-    dtype = _agreed_dtype(rt, view, tiles)
-    return DistArray(
-        rt, tiling, owners, dtype, {p: t.astype(dtype, copy=False) for p, t in tiles.items()}
-    )
+    return tiles
 
 
 def _owners(rt: Any, view: Any, tiling: Tiling) -> np.ndarray:
