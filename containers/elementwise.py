@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from gpupart.containers import numpy_interop, tilewise
+from gpupart.containers import tilewise
 from gpupart.containers.darray import DistArray
 from gpupart.containers.tilewise import STANDARD_DTYPES, Operand
 
@@ -410,8 +410,3 @@ def astype(x: Any, dtype: Any, /, *, copy: bool = True, device: Any = None) -> D
             return t.astype(target)
 
     return x.map_tiles(cast, target)
-
-
-# NumPy hands np.add(x, ...), np.where(x, ...) and the like to these (see numpy_interop).
-DistArray.__array_ufunc__ = numpy_interop.array_ufunc  # type: ignore[attr-defined]
-DistArray.__array_function__ = numpy_interop.array_function  # type: ignore[attr-defined]

@@ -10,7 +10,9 @@ errors, signatures and the NumPy routing.
 from __future__ import annotations
 
 import inspect
+import json
 import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import PY, records, run_ranks
+from conftest import PY, clean_env, records, run_ranks
 
 import gpupart
 
@@ -198,3 +200,21 @@ def test_layout_rules_in_one_process(rt, ew):
     z = ew.exp(gpupart.asarray(np.float32(0.5)))
     assert z.shape == () and z.dtype == np.float32
     np.testing.assert_allclose(z.to_numpy(), np.exp(np.float32(0.5)))
+
+
+def test_numpy_protocols_in_a_fresh_process():
+    # nothing imports the namespace: DistArray's own __array_ufunc__ finds the functions
+    code = (
+        "import json, sys; import numpy as np; import gpupart\n"
+        "x = gpupart.asarray(np.arange(3.0))\n"
+        "assert 'gpupart.containers.elementwise' not in sys.modules\n"
+        "e, w = np.exp(x).to_numpy(), np.where(x > 0, x, -1).to_numpy()\n"
+        "print(json.dumps([e.tolist(), w.tolist()]))\n"
+    )
+    proc = subprocess.run(
+        [PY, "-c", code], capture_output=True, text=True, env=clean_env(), timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    exp, where = json.loads(proc.stdout)
+    np.testing.assert_allclose(exp, np.exp(np.arange(3.0)))
+    assert where == [-1.0, 1.0, 2.0]

@@ -219,11 +219,13 @@ def check(
     tiling: Tiling | None = None,
     fetched: int | None = None,
     whole: bool = False,
+    fresh: tuple[Any, ...] = (),
 ) -> None:
     """Compare ``got`` (a DistArray) with NumPy's ``want``: tiles, layout, messages.
 
     ``like``: the operand whose tiling and owners the result must have; ``fetched``: the
-    number of fetch_regions calls the operation made; ``whole``: also gather it.
+    number of fetch_regions calls the operation made; ``whole``: also gather it; ``fresh``:
+    operands whose tiles the result's must not share memory with.
     """
     expect(isinstance(got, DistArray), f"{name}: got a {type(got).__name__}")
     expect(got.shape == want.shape, f"{name}: shape {got.shape}, expected {want.shape}")
@@ -240,6 +242,10 @@ def check(
     for pos, start, stop in got.boxes():
         index = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
         same(f"{name} tile {pos}", got.local_tiles[pos], want[index])
+        for operand in fresh:
+            for tile in operand.local_tiles.values():
+                shared = np.shares_memory(got.local_tiles[pos], tile)
+                expect(not shared, f"{name}: tile {pos} shares memory with an operand")
     if whole:
         same(f"{name} to_numpy", got.to_numpy(), want)
 
@@ -283,7 +289,7 @@ def unary_sweep() -> None:
             case(
                 f"unary {name} {dtype}",
                 lambda fn=fn, x=x, want=want, name=name: run(
-                    name, lambda: fn(x), want, like=x, fetched=0
+                    name, lambda: fn(x), want, like=x, fetched=0, fresh=(x,)
                 ),
             )
 
@@ -318,7 +324,7 @@ def binary_sweep() -> None:
             case(
                 f"binary {name} {dtype} aligned",
                 lambda fn=fn, z2=z2, want=want, name=name, x1=x1: run(
-                    name, lambda: fn(x1, z2), want, like=x1, fetched=0
+                    name, lambda: fn(x1, z2), want, like=x1, fetched=0, fresh=(x1, z2)
                 ),
             )
             case(
