@@ -24,13 +24,17 @@ __all__ = [
     "arange",
     "asarray",
     "empty",
+    "empty_like",
     "eye",
     "from_local",
     "full",
+    "full_like",
     "linspace",
     "ones",
+    "ones_like",
     "runtime_or_init",
     "zeros",
+    "zeros_like",
 ]
 
 
@@ -112,6 +116,34 @@ def full(
     return _by_formula(
         shape, dt, tiles, grid, lambda xp, a, b, d: xp.full(_extent(a, b), fill_value, d)
     )
+
+
+def _like(x: DistArray, dtype: Any, make: Any) -> DistArray:
+    """Make an array laid out like ``x`` whose tiles ``make(xp, shape, dtype)`` builds."""
+    dt = x.dtype if dtype is None else np.dtype(dtype)
+    return x.like({pos: make(x.xp, tuple(t.shape), dt) for pos, t in x.local_tiles.items()}, dt)
+
+
+def empty_like(x: DistArray, /, *, dtype: Any = None, device: Any = None) -> DistArray:
+    """Return an uninitialised array laid out like ``x`` (no communication)."""
+    return _like(x, dtype, lambda xp, shape, dt: xp.empty(shape, dt))
+
+
+def zeros_like(x: DistArray, /, *, dtype: Any = None, device: Any = None) -> DistArray:
+    """Return zeros laid out like ``x`` (no communication)."""
+    return _like(x, dtype, lambda xp, shape, dt: xp.zeros(shape, dt))
+
+
+def ones_like(x: DistArray, /, *, dtype: Any = None, device: Any = None) -> DistArray:
+    """Return ones laid out like ``x`` (no communication)."""
+    return _like(x, dtype, lambda xp, shape, dt: xp.ones(shape, dt))
+
+
+def full_like(
+    x: DistArray, /, fill_value: Any, *, dtype: Any = None, device: Any = None
+) -> DistArray:
+    """Return ``fill_value`` everywhere, laid out like ``x`` (no communication)."""
+    return _like(x, dtype, lambda xp, shape, dt: xp.full(shape, fill_value, dt))
 
 
 def arange(

@@ -3,14 +3,29 @@
 Functions follow the 2024.12 standard's signatures and work on :class:`DistArray` operands
 (and Python scalars, and small NumPy/CuPy arrays that broadcast against them). They are
 collective: every rank calls them in the same order. A function the standard names but
-this namespace does not provide raises ``NotImplementedError`` naming it (``__getattr__``),
-never a wrong result.
+this namespace does not provide raises :class:`NotProvidedError` naming it (both an
+``AttributeError`` and a ``NotImplementedError``), never a wrong result.
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import NoReturn
 
+from gpupart.containers.creation import (  # noqa: F401 (the namespace's creation functions)
+    arange,
+    asarray,
+    empty,
+    empty_like,
+    eye,
+    from_local,
+    full,
+    full_like,
+    linspace,
+    ones,
+    ones_like,
+    zeros,
+    zeros_like,
+)
 from gpupart.containers.dtypes import *  # noqa: F403
 from gpupart.containers.dtypes import __all__ as _dtypes_all
 from gpupart.containers.elementwise import *  # noqa: F403
@@ -29,12 +44,16 @@ __all__ = sorted(
         "arange",
         "asarray",
         "empty",
+        "empty_like",
         "eye",
         "from_local",
         "full",
+        "full_like",
         "linspace",
         "ones",
+        "ones_like",
         "zeros",
+        "zeros_like",
         *_dtypes_all,
         *_elementwise_all,
         *_indexing_all,
@@ -45,10 +64,18 @@ __all__ = sorted(
 )
 
 
+class NotProvidedError(AttributeError, NotImplementedError):
+    """A name of the standard this namespace does not provide (yet).
+
+    An ``AttributeError`` (so ``hasattr`` and feature detection work) and a
+    ``NotImplementedError`` (what it means).
+    """
+
+
 def __getattr__(name: str) -> NoReturn:
     if name.startswith("__"):
         raise AttributeError(name)
-    raise NotImplementedError(
+    raise NotProvidedError(
         f"gpupart.array_api.{name} is not provided for distributed arrays (yet); gather with"
         " x.to_numpy() and use NumPy, or open an issue"
     )
@@ -56,6 +83,3 @@ def __getattr__(name: str) -> NoReturn:
 
 def __dir__() -> list[str]:
     return list(__all__)
-
-
-_ = Any
