@@ -365,6 +365,35 @@ _COMPARE = {
 for _dunder, _name in _BINARY.items():
     setattr(DistArray, f"__{_dunder}__", _binary(_name))
     setattr(DistArray, f"__r{_dunder}__", _binary(_name, reflected=True))
+def _inplace(name: str) -> Any:
+    """Make an in-place operator: the result is written into this array's own tiles.
+
+    The standard's rule: the result must keep ``x``'s shape and dtype (``int8 += 1.5`` is an
+    error, not a new float array).
+    """
+
+    def method(self: DistArray, other: Any) -> DistArray:
+        result = _binary(name)(self, other)
+        if result.shape != self.shape:
+            raise ValueError(
+                f"other: an in-place {name} must keep the shape {self.shape}, found"
+                f" {result.shape} after broadcasting"
+            )
+        if result.dtype != self.dtype and not np.can_cast(result.dtype, self.dtype, "same_kind"):
+            raise TypeError(
+                f"other: an in-place {name} must keep the dtype {self.dtype}, found"
+                f" {result.dtype}"
+            )
+        for pos, tile in self._tiles.items():
+            tile[...] = result._tiles[pos]
+        return self
+
+    method.__name__ = f"__i{name}__"
+    return method
+
+
+for _dunder, _name in _BINARY.items():
+    setattr(DistArray, f"__i{_dunder}__", _inplace(_name))
 for _dunder, _name in _COMPARE.items():
     setattr(DistArray, f"__{_dunder}__", _binary(_name))
 DistArray.__hash__ = None  # type: ignore[assignment]  (== is elementwise)
