@@ -176,40 +176,51 @@ class DistArray:
     def handles(self) -> Mapping[Position, Any]:
         """Every owned tile's handle by position; collective the first time (then cached).
 
-        Registers this rank's tiles with the runtime (no copy) and all-gathers the handles;
-        the tiles are released when the array is collected.
+        For exports (``__partitioned__``): the tiles stay registered until the array is
+        collected. A tile that is not contiguous is registered as a contiguous copy, a
+        snapshot that later writes do not change.
         """
         if self._handles is None:
-            rt, rank = self._rt, self._rt.rank
-            mine: dict[Position, Any] = {}
-            problem = None
-            try:
-                for pos, tile in self._tiles.items():
-                    if self.owners[pos] == rank:
-                        mine[pos] = rt.put(tile)
-            except (TypeError, ValueError) as exc:  # a tile that cannot be sent: tell everyone
-                problem = f"rank {rank} cannot publish tile {pos}: {exc}"
-            parts = rt.allgather((mine, problem))
-            if mine:
-                weakref.finalize(self, _release, rt, list(mine.values()))
-            problems = [p for _, p in parts if p is not None]
-            if problems:
-                raise CollectiveError(f"publishing a DistArray's tiles: {'; '.join(problems)}")
-            table: dict[Position, Any] = {}
-            for part, _ in parts:
-                table.update(part)
+            table, mine = self._publish()
             self._handles = table
+            if mine:
+                weakref.finalize(self, _release, self._rt, mine)
         return MappingProxyType(self._handles)
+
+    def _publish(self) -> tuple[dict[Position, Any], list[Any]]:
+        """Register this rank's tiles and all-gather every handle (collective).
+
+        Returns the table of every tile's handle and this rank's own handles (to release).
+        """
+        rt, rank = self._rt, self._rt.rank
+        mine: dict[Position, Any] = {}
+        problem = None
+        try:
+            for pos, tile in self._tiles.items():
+                if self.owners[pos] == rank:
+                    mine[pos] = rt.put(tile)
+        except (TypeError, ValueError) as exc:  # a tile that cannot be sent: tell everyone
+            problem = f"rank {rank} cannot publish tile {pos}: {exc}"
+        parts = rt.allgather((mine, problem))
+        problems = [p for _, p in parts if p is not None]
+        if problems:
+            _release(rt, list(mine.values()))
+            raise CollectiveError(f"publishing a DistArray's tiles: {'; '.join(problems)}")
+        table: dict[Position, Any] = {}
+        for part, _ in parts:
+            table.update(part)
+        return table, list(mine.values())
 
     def fetch_regions(self, boxes: Sequence[Box]) -> list[Any]:
         """Return the data of each box ``(start, stop)`` of the global index space, here.
 
         Collective: every rank calls it (for boxes of its own, maybe none). A box that is
         exactly one of this rank's tiles is that tile (no copy); other boxes are assembled
-        from the tiles that overlap them, another rank's fetched (all in one call). Ends with
-        a barrier, so no rank releases a tile another may still be fetching.
+        from the tiles that overlap them, another rank's fetched (all in one call). The tiles
+        are registered for this call only (so a fetch always sees the values as they are
+        now) and released after a closing barrier, once no rank can still be fetching them.
         """
-        table = self.handles()
+        table, published = self._publish()
         xp = self.xp
         plans: list[Any] = []
         wanted: dict[Position, Any] = {}
@@ -225,10 +236,13 @@ class DistArray:
             for pos, _, _ in parts:
                 if pos not in self._tiles:
                     wanted[pos] = None
-        if wanted:
-            got = self._rt.get([table[pos] for pos in wanted])
-            wanted = dict(zip(wanted, got, strict=True))
-        self._rt.barrier()
+        try:
+            if wanted:
+                got = self._rt.get([table[pos] for pos in wanted])
+                wanted = dict(zip(wanted, got, strict=True))
+            self._rt.barrier()
+        finally:
+            _release(self._rt, published)
         out = []
         for plan in plans:
             if plan[0] == "tile":
