@@ -382,13 +382,15 @@ def vecdot(x1: Any, x2: Any, /, *, axis: int = -1) -> DistArray:
 # -- operators ---------------------------------------------------------------------------------
 
 
-def _matmul_method(self: DistArray, other: Any) -> DistArray:
+def matmul_method(self: DistArray, other: Any) -> DistArray:
+    """Return ``self @ other`` (``DistArray.__matmul__``)."""
     return matmul(self, other)
 
 
-def _rmatmul_method(self: DistArray, other: Any) -> DistArray:
+def rmatmul_method(self: DistArray, other: Any) -> DistArray:
+    """Return ``other @ self`` (``DistArray.__rmatmul__``)."""
     return matmul(other, self)
 
 
-DistArray.__matmul__ = _matmul_method  # type: ignore[attr-defined]
-DistArray.__rmatmul__ = _rmatmul_method  # type: ignore[attr-defined]
+DistArray.__matmul__ = matmul_method  # type: ignore[attr-defined]
+DistArray.__rmatmul__ = rmatmul_method  # type: ignore[attr-defined]

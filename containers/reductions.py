@@ -766,28 +766,33 @@ def scalar_value(x: DistArray, kind: str, error: type[Exception] = TypeError) ->
     return x.to_numpy()
 
 
-def _to_bool(self: DistArray) -> builtins.bool:
+def to_bool(self: DistArray) -> builtins.bool:
+    """Return ``bool(x)`` of a 0-d array (``DistArray.__bool__``)."""
     return builtins.bool(scalar_value(self, "bool", ValueError))
 
 
-def _to_int(self: DistArray) -> int:
+def to_int(self: DistArray) -> int:
+    """Return ``int(x)`` of a 0-d array (``DistArray.__int__``)."""
     return int(scalar_value(self, "int"))
 
 
-def _to_float(self: DistArray) -> float:
+def to_float(self: DistArray) -> float:
+    """Return ``float(x)`` of a 0-d array (``DistArray.__float__``)."""
     return float(scalar_value(self, "float"))
 
 
-def _to_complex(self: DistArray) -> complex:
+def to_complex(self: DistArray) -> complex:
+    """Return ``complex(x)`` of a 0-d array (``DistArray.__complex__``)."""
     return complex(scalar_value(self, "complex"))
 
 
-def _to_index(self: DistArray) -> int:
+def to_index(self: DistArray) -> int:
+    """Return ``operator.index(x)`` of a 0-d integer array (``DistArray.__index__``)."""
     return operator.index(scalar_value(self, "index"))
 
 
-DistArray.__bool__ = _to_bool  # type: ignore[attr-defined]
-DistArray.__int__ = _to_int  # type: ignore[attr-defined]
-DistArray.__float__ = _to_float  # type: ignore[attr-defined]
-DistArray.__complex__ = _to_complex  # type: ignore[attr-defined]
-DistArray.__index__ = _to_index  # type: ignore[attr-defined]
+DistArray.__bool__ = to_bool  # type: ignore[attr-defined]
+DistArray.__int__ = to_int  # type: ignore[attr-defined]
+DistArray.__float__ = to_float  # type: ignore[attr-defined]
+DistArray.__complex__ = to_complex  # type: ignore[attr-defined]
+DistArray.__index__ = to_index  # type: ignore[attr-defined]
