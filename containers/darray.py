@@ -121,12 +121,23 @@ class DistArray:
 
         return namespace
 
-    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
-        raise TypeError(
-            "a gpupart.DistArray is spread over ranks: np.asarray() cannot see it; call"
-            " x.to_numpy() (every rank gets the whole array, collectively) or"
-            " x.gather(root=0)"
-        )
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """Return a replicated array (like a reduction's result) as NumPy, without a message.
+
+        An array spread over ranks is refused: converting it would need every rank.
+        """
+        from gpupart.containers.reductions import is_replicated, local_whole
+
+        if not is_replicated(self):
+            raise TypeError(
+                "a gpupart.DistArray is spread over ranks: np.asarray() cannot see it; call"
+                " x.to_numpy() (every rank gets the whole array, collectively) or"
+                " x.gather(root=0)"
+            )
+        if copy is False:
+            raise ValueError("np.asarray(x, copy=False): a DistArray's tiles are not one array")
+        host = _host(local_whole(self), copy=True)
+        return host if dtype is None else host.astype(dtype, copy=False)
 
     # -- tiles ----------------------------------------------------------------------------
 
@@ -450,6 +461,13 @@ def _method(module: str, name: str) -> Any:
 
 DistArray.__getitem__ = _method("indexing", "getitem")  # type: ignore[method-assign]
 DistArray.__setitem__ = _method("indexing", "setitem")  # type: ignore[method-assign]
+DistArray.__matmul__ = _method("linalg", "matmul_method")  # type: ignore[attr-defined]
+DistArray.__rmatmul__ = _method("linalg", "rmatmul_method")  # type: ignore[attr-defined]
+DistArray.__bool__ = _method("reductions", "to_bool")  # type: ignore[attr-defined]
+DistArray.__int__ = _method("reductions", "to_int")  # type: ignore[attr-defined]
+DistArray.__float__ = _method("reductions", "to_float")  # type: ignore[attr-defined]
+DistArray.__complex__ = _method("reductions", "to_complex")  # type: ignore[attr-defined]
+DistArray.__index__ = _method("reductions", "to_index")  # type: ignore[attr-defined]
 
 
 def _host(array: Any, *, copy: bool = False) -> np.ndarray:

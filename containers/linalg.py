@@ -391,6 +391,3 @@ def rmatmul_method(self: DistArray, other: Any) -> DistArray:
     """Return ``other @ self`` (``DistArray.__rmatmul__``)."""
     return matmul(other, self)
 
-
-DistArray.__matmul__ = matmul_method  # type: ignore[attr-defined]
-DistArray.__rmatmul__ = rmatmul_method  # type: ignore[attr-defined]

@@ -790,9 +790,3 @@ def to_index(self: DistArray) -> int:
     """Return ``operator.index(x)`` of a 0-d integer array (``DistArray.__index__``)."""
     return operator.index(scalar_value(self, "index"))
 
-
-DistArray.__bool__ = to_bool  # type: ignore[attr-defined]
-DistArray.__int__ = to_int  # type: ignore[attr-defined]
-DistArray.__float__ = to_float  # type: ignore[attr-defined]
-DistArray.__complex__ = to_complex  # type: ignore[attr-defined]
-DistArray.__index__ = to_index  # type: ignore[attr-defined]

@@ -251,12 +251,6 @@ print("ok")
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="darray.py does not yet wire __matmul__/__rmatmul__ (linalg.matmul_method,"
-    " rmatmul_method) nor __bool__/__int__/__float__/__complex__/__index__ (reductions.to_*)"
-    " lazily: they exist once linalg/reductions are imported",
-)
 def test_operators_work_in_a_fresh_process():
     proc = subprocess.run(
         [PY, "-c", FRESH], capture_output=True, text=True, timeout=120, env=clean_env()
