@@ -390,6 +390,8 @@ _COMPARE = {
 for _dunder, _name in _BINARY.items():
     setattr(DistArray, f"__{_dunder}__", _binary(_name))
     setattr(DistArray, f"__r{_dunder}__", _binary(_name, reflected=True))
+
+
 def _inplace(name: str) -> Any:
     """Make an in-place operator: the result is written into this array's own tiles.
 
@@ -406,8 +408,7 @@ def _inplace(name: str) -> Any:
             )
         if result.dtype != self.dtype and not np.can_cast(result.dtype, self.dtype, "same_kind"):
             raise TypeError(
-                f"other: an in-place {name} must keep the dtype {self.dtype}, found"
-                f" {result.dtype}"
+                f"other: an in-place {name} must keep the dtype {self.dtype}, found {result.dtype}"
             )
         for pos, tile in self._tiles.items():
             tile[...] = result._tiles[pos]

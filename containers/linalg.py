@@ -390,4 +390,3 @@ def matmul_method(self: DistArray, other: Any) -> DistArray:
 def rmatmul_method(self: DistArray, other: Any) -> DistArray:
     """Return ``other @ self`` (``DistArray.__rmatmul__``)."""
     return matmul(other, self)
-

@@ -789,4 +789,3 @@ def to_complex(self: DistArray) -> complex:
 def to_index(self: DistArray) -> int:
     """Return ``operator.index(x)`` of a 0-d integer array (``DistArray.__index__``)."""
     return operator.index(scalar_value(self, "index"))
-
