@@ -389,15 +389,16 @@ def flattened(x: DistArray) -> DistArray:
 
 
 def reshape(x: DistArray, /, shape: Sequence[int], *, copy: bool | None = None) -> DistArray:
-    """Return ``x`` with a new shape, every tile reshaped where it is (no communication).
+    """Return ``x`` with a new shape (C order), every tile reshaped where it is if it can be.
 
-    Possible when each tile is a run of the C-order flattening within the axes a reshape
-    splits or merges: splitting or merging axes that are not cut, or reshaping along a cut
-    first axis whose tiles span whole trailing rows (cuts at multiples of the new row length).
-    Empty tiles that fit nowhere are dropped. Otherwise raises ``NotImplementedError``:
-    repartition first (``x.repartition(...)``, e.g. cut at multiples of the new row length)
-    or use ``x.to_numpy()``. Tiles are views where NumPy can make one; ``copy=True`` copies
-    each tile, ``copy=False`` raises ``ValueError`` where a tile would need a copy.
+    Tiles stay where they are (no communication) when each is a run of the C-order
+    flattening within the axes a reshape splits or merges: splitting or merging axes that
+    are not cut, or reshaping along a cut first axis whose tiles span whole trailing rows.
+    Empty tiles that fit nowhere are dropped. Any other layout is moved: the result is cut
+    along its first axis, one block per rank, each fetched from the tiles that hold its
+    elements (one collective fetch). Tiles are views where NumPy can make one;
+    ``copy=True`` copies each tile, ``copy=False`` raises ``ValueError`` where a tile would
+    need a copy or data would move.
     """
     x = check_array(x)
     if copy not in (None, True, False):
@@ -407,11 +408,12 @@ def reshape(x: DistArray, /, shape: Sequence[int], *, copy: bool | None = None) 
         return empty_result(x, dims)
     plan = _Plan(x.tiling, dims)
     if not plan.ok:
-        raise NotImplementedError(
-            f"reshape: {x.shape} -> {dims} would split tiles of {x.tiling} across ranks;"
-            " repartition first (x.repartition(tiles=...) so that each tile is whole rows of"
-            " the new shape) or gather with x.to_numpy()"
-        )
+        if copy is False:
+            raise ValueError(
+                f"copy: reshape {x.shape} -> {dims} moves data between the tiles of"
+                f" {x.tiling}; pass copy=None"
+            )
+        return _reshape_moving(x, dims, copy=bool(copy))
     tiling = Tiling.from_boundaries(plan.bounds)
     owners = np.empty(tiling.grid, dtype=np.int32)
     for pos in layout.positions(x.tiling):
@@ -432,6 +434,68 @@ def reshape(x: DistArray, /, shape: Sequence[int], *, copy: bool | None = None) 
             )
         tiles[new_pos] = out
     return _result(x, plan.bounds, owners, tiles)
+
+
+def _reshape_moving(x: DistArray, dims: tuple[int, ...], *, copy: bool) -> DistArray:
+    """Reshape by moving data: one block of whole rows of ``dims`` per rank (collective)."""
+    rt = x.runtime
+    tiling = layout.default_tiling(dims, rt.size)
+    owners = layout.assign_owners(tiling, rt.size)
+    row = math.prod(dims[1:])
+    mine = [pos for pos in layout.positions(tiling) if owners[pos] == rt.rank]
+    boxes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    spans = []
+    for pos in mine:
+        start, stop = layout.tile_box(tiling, pos)
+        first, last = (start[0] * row, stop[0] * row) if dims else (0, 1)
+        found = flat_range_boxes(x.shape, first, last)
+        spans.append((pos, len(boxes), len(found)))
+        boxes.extend(found)
+    pieces = x.fetch_regions(boxes)
+    xp = x.xp
+    tiles = {}
+    for pos, at, count in spans:
+        if not count:
+            tiles[pos] = xp.empty(tiling.tile_shape(pos), dtype=x.dtype)
+            continue
+        flat = [xp.reshape(p, (-1,)) for p in pieces[at : at + count]]
+        joined = flat[0] if len(flat) == 1 else xp.concatenate(flat)
+        tiles[pos] = xp.reshape(joined, tiling.tile_shape(pos))
+        if copy and len(flat) == 1:
+            tiles[pos] = tiles[pos].copy()
+    return x.like(tiles, dtype=x.dtype, tiling=tiling, owners=owners)
+
+
+def flat_range_boxes(
+    shape: tuple[int, ...], first: int, last: int
+) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Cover the C-order flat indices ``[first, last)`` of ``shape`` with boxes, in order.
+
+    At most ``2 * ndim - 1`` boxes: a partial leading row, a block of whole rows, a partial
+    trailing row (each partial row split the same way one axis down).
+    """
+    if first >= last:
+        return []
+    if not shape:
+        return [((), ())]
+    row = math.prod(shape[1:])
+    (i0, r0), (i1, r1) = divmod(first, row), divmod(last, row)
+    inner = shape[1:]
+
+    def within(i: int, a: int, b: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        return [((i, *s), (i + 1, *e)) for s, e in flat_range_boxes(inner, a, b)]
+
+    if i0 == i1:
+        return within(i0, r0, r1)
+    boxes = []
+    if r0:
+        boxes += within(i0, r0, row)
+        i0 += 1
+    if i1 > i0:
+        boxes.append(((i0, *(0 for _ in inner)), (i1, *inner)))
+    if r1:
+        boxes += within(i1, 0, r1)
+    return boxes
 
 
 # -- joining ----------------------------------------------------------------------------------

@@ -43,6 +43,25 @@ class Generator:
         """Return uniform floats in ``[0, 1)``."""
         return self._draw(shape, dtype, tiles, grid, lambda g, n: g.random(n))
 
+    def standard_normal(
+        self, shape: Any, dtype: Any = np.float64, *, tiles: Any = None, grid: Any = None
+    ) -> DistArray:
+        """Return normally distributed floats of mean 0 and standard deviation 1."""
+        return self._draw(shape, dtype, tiles, grid, lambda g, n: g.standard_normal(n))
+
+    def uniform(
+        self,
+        low: float = 0.0,
+        high: float = 1.0,
+        shape: Any = (),
+        dtype: Any = np.float64,
+        *,
+        tiles: Any = None,
+        grid: Any = None,
+    ) -> DistArray:
+        """Return uniform floats in ``[low, high)``."""
+        return self._draw(shape, dtype, tiles, grid, lambda g, n: g.uniform(low, high, n))
+
     def normal(
         self,
         loc: float = 0.0,

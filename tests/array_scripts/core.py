@@ -504,6 +504,8 @@ RANDOM_CASES: list[tuple[str, Callable[..., Any], tuple[int, ...], list[dict[str
     ("random", lambda g, **kw: g.random((0, 4), **kw), (0, 4), [{"tiles": (2, 2)}]),
     ("random32", lambda g, **kw: g.random((50,), np.float32, **kw), (50,), [{"tiles": 7}]),
     ("normal", lambda g, **kw: g.normal(2.0, 3.0, (40, 6), **kw), (40, 6), [{"grid": (2, 2)}]),
+    ("standard", lambda g, **kw: g.standard_normal((30, 5), **kw), (30, 5), [{"tiles": (7, 2)}]),
+    ("uniform", lambda g, **kw: g.uniform(-2.0, 5.0, (33,), **kw), (33,), [{"grid": (4,)}]),
     (
         "integers",
         lambda g, **kw: g.integers(-3, 4, (25, 8), **kw),
@@ -578,6 +580,10 @@ def random_statistics() -> dict:
     expect(hist.min() > 19_000 and hist.max() < 21_000, f"uniform histogram {hist}")
     z = g.normal(2.0, 3.0, (200_000,), tiles=30_000).to_numpy()
     expect(abs(z.mean() - 2.0) < 0.05 and abs(z.std() - 3.0) < 0.05, f"normal {z.mean()} {z.std()}")
+    s = g.standard_normal((100_000,), grid=(size,)).to_numpy()
+    expect(abs(s.mean()) < 0.02 and abs(s.std() - 1.0) < 0.02, f"standard {s.mean()} {s.std()}")
+    w = g.uniform(-2.0, 5.0, (100_000,), tiles=9_999).to_numpy()
+    expect(w.min() >= -2.0 and w.max() < 5.0 and abs(w.mean() - 1.5) < 0.05, f"uniform {w.mean()}")
     z32 = g.normal(shape=(1000,), dtype=np.float32).to_numpy()
     expect(z32.dtype == np.float32 and abs(z32.mean()) < 0.2, f"float32 normal {z32.mean()}")
     k = g.integers(-3, 4, (70_000,), grid=(3,)).to_numpy()

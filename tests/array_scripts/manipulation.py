@@ -258,19 +258,23 @@ def reshape_keeps_tiles_in_place() -> None:
         # (6, 2, 6) and (3, 4, 6) only where the cut rows allow: at most 3 ranks, 12 rows
         want = a.reshape(shape)
         if shape in [(6, 2, 6), (3, 4, 6)] and any(c % (12 // shape[0]) for c in cuts(12, size)):
-            raises(NotImplementedError, lambda s=shape: xp.reshape(x, s), "repartition")
+            raises(ValueError, lambda s=shape: xp.reshape(x, s, copy=False), "copy", "moves")
+            moved = xp.reshape(x, shape)  # rows cut mid-block: moved, one block per rank
+            check(f"reshape moving {shape}", moved, want)
+            expect(moved.tiling.grid == (size, 1, 1), f"moved grid {moved.tiling.grid}")
             continue
         with silent(f"reshape {shape}"):
             out = xp.reshape(x, shape)
         views(f"reshape {shape}", out, x)
         check(f"reshape {shape}", out, want)
-    # 1-d cut at multiples of 4 becomes rows of 4; other cuts are refused, then repartitioned
+    # 1-d cut at multiples of 4 becomes rows of 4; other cuts move data (or repartition first)
     b = values((24,))
     y = dist(b, [0, 8, 8, 20, 24])
     check("reshape 1-d to rows", xp.reshape(y, (6, 4)), b.reshape(6, 4))
     check("reshape 1-d to 3-d", xp.reshape(y, (6, 2, 2)), b.reshape(6, 2, 2))
     z = dist(b, [0, 5, 24])
-    raises(NotImplementedError, lambda: xp.reshape(z, (6, 4)), "repartition", "to_numpy")
+    check("reshape moving 1-d", xp.reshape(z, (6, 4)), b.reshape(6, 4))
+    check("reshape moving 1-d copy", xp.reshape(z, (4, 3, 2), copy=True), b.reshape(4, 3, 2))
     fixed = z.repartition(tiles=Tiling.from_boundaries([[0, 4, 24]]))
     check("reshape after repartition", xp.reshape(fixed, (6, 4)), b.reshape(6, 4))
     # every axis cut: unit cuts before the last cut axis flatten into runs
@@ -278,7 +282,19 @@ def reshape_keeps_tiles_in_place() -> None:
     w = dist(c, [0, 1, 2, 3, 4], [0, 3, 6])
     check("reshape unit-cut rows", xp.reshape(w, (24,)), c.reshape(24))
     check("reshape unit-cut rows 3-d", xp.reshape(w, (4, 2, 3)), c.reshape(4, 2, 3))
-    raises(NotImplementedError, lambda: xp.reshape(dist(c, [0, 2, 4], [0, 3, 6]), (24,)))
+    for shape in [(24,), (6, 4), (2, 3, 4), (8, 3)]:
+        check(
+            f"reshape moving 2x2 grid {shape}",
+            xp.reshape(dist(c, [0, 2, 4], [0, 3, 6]), shape),
+            c.reshape(shape),
+        )
+    d3 = values((3, 4, 5))
+    check(
+        "reshape moving 3-d",
+        xp.reshape(dist(d3, [0, 1, 3], [0, 3, 4], [0, 2, 5]), (5, 12)),
+        d3.reshape(5, 12),
+    )
+    check("reshape moving to 0-d", xp.reshape(dist(np.array([[7.0]])), ()), np.array(7.0))
     # 0-d, empty, empty tiles, copies
     check(
         "reshape 0-d",
