@@ -10,13 +10,21 @@ Data moves only when an operation needs another rank's tiles (different tilings,
 repartition, ``to_numpy``): the consumer fetches them (:meth:`Runtime.get`) after an
 all-gather of the tiles' handles, made once per array and cached (:meth:`DistArray.handles`).
 Tiles are registered with the runtime only then, and released when the array is collected.
+
+Streams: an array's tiles are produced on one stream (``x.stream``, a backend stream: on the
+CPU a null stream) and ``x.ready`` is the event recorded after them. Operations run on their
+first array operand's stream, first making it wait on the other operands' ``ready`` events
+(never on the device); exports register the tiles with that stream, so owners send them only
+once it has reached them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -33,6 +41,44 @@ REPLICATED = -1
 
 Position = tuple[int, ...]
 Box = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+@contextlib.contextmanager
+def operand_stream(*operands: Any) -> Iterator[Any]:
+    """Run on the first DistArray operand's stream, after the others' ``ready`` events.
+
+    Operands may be arrays, or lists/tuples of them (``concat``); yields the stream (or
+    ``None`` when no operand is a DistArray: nothing to order).
+    """
+    arrays = [a for a in _flat_operands(operands) if isinstance(a, DistArray)]
+    if not arrays:
+        yield None
+        return
+    stream = arrays[0].stream
+    for other in arrays[1:]:
+        if other.stream.handle != stream.handle:
+            stream.wait_event(other.ready)
+    with stream.as_current():
+        yield stream
+
+
+def _flat_operands(operands: Sequence[Any]) -> Iterator[Any]:
+    for op in operands:
+        if isinstance(op, (list, tuple)):
+            yield from op
+        else:
+            yield op
+
+
+def runs_on_operand_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``fn`` to run under :func:`operand_stream` of its arguments."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with operand_stream(*args, *kwargs.values()):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 class DistArray:
@@ -55,6 +101,7 @@ class DistArray:
         owners: np.ndarray,
         dtype: Any,
         tiles: Mapping[Position, Any],
+        stream: Any = None,
     ) -> None:
         self._rt = runtime
         self.tiling = tiling
@@ -62,6 +109,10 @@ class DistArray:
         self.dtype = np.dtype(dtype)
         self._tiles = dict(tiles)
         self._handles: dict[Position, Any] | None = None
+        #: The stream the tiles were produced on (default: the caller's current stream).
+        self.stream = runtime.backend.current_stream() if stream is None else stream
+        #: Recorded on ``stream`` after the tiles were produced: wait on it, not the device.
+        self.ready = self.stream.record_event()
 
     # -- description ----------------------------------------------------------------------
 
@@ -176,8 +227,10 @@ class DistArray:
             self.owners if owners is None else owners,
             dt,
             tiles,
+            self.stream,
         )
 
+    @runs_on_operand_stream
     def map_tiles(self, fn: Any, dtype: Any = None) -> DistArray:
         """Apply ``fn`` to every local tile (it keeps the tile's shape); same layout."""
         return self.like({pos: fn(tile) for pos, tile in self._tiles.items()}, dtype)
@@ -209,7 +262,7 @@ class DistArray:
         try:
             for pos, tile in self._tiles.items():
                 if self.owners[pos] == rank:
-                    mine[pos] = rt.put(tile)
+                    mine[pos] = rt.put(tile, self.stream)
         except (TypeError, ValueError) as exc:  # a tile that cannot be sent: tell everyone
             problem = f"rank {rank} cannot publish tile {pos}: {exc}"
         parts = rt.allgather((mine, problem))
@@ -222,6 +275,7 @@ class DistArray:
             table.update(part)
         return table, list(mine.values())
 
+    @runs_on_operand_stream
     def fetch_regions(self, boxes: Sequence[Box]) -> list[Any]:
         """Return the data of each box ``(start, stop)`` of the global index space, here.
 
@@ -270,6 +324,7 @@ class DistArray:
             out.append(buf)
         return out
 
+    @runs_on_operand_stream
     def repartition(
         self, tiles: Tiling | Sequence[int] | None = None, grid: Sequence[int] | None = None
     ) -> DistArray:
@@ -286,17 +341,20 @@ class DistArray:
         mine = [pos for pos in layout.positions(tiling) if owners[pos] == rt.rank]
         boxes = [layout.tile_box(tiling, pos) for pos in mine]
         data = self.fetch_regions(boxes)
-        return DistArray(rt, tiling, owners, self.dtype, dict(zip(mine, data, strict=True)))
+        tiles = dict(zip(mine, data, strict=True))
+        return DistArray(rt, tiling, owners, self.dtype, tiles, self.stream)
 
     def rebalance(self) -> DistArray:
         """Return the same values with the first axis split evenly across ranks (collective)."""
         return self.repartition()
 
+    @runs_on_operand_stream
     def to_numpy(self) -> np.ndarray:
         """Return the whole array on every rank, as a NumPy array (collective)."""
         (whole,) = self.fetch_regions([((0,) * self.ndim, self.shape)])
         return _host(whole, copy=self._is_tile(whole))
 
+    @runs_on_operand_stream
     def gather(self, root: int = 0) -> np.ndarray | None:
         """Return the whole array on ``root`` (a NumPy array), ``None`` elsewhere (collective)."""
         rt = self._rt
@@ -329,7 +387,17 @@ class DistArray:
         return tiles[0]
 
     def __dlpack__(self, **kwargs: Any) -> Any:
-        return self._one_tile().__dlpack__(**kwargs)
+        tile = self._one_tile()
+        with self.stream.as_current():  # a consumer's stream= is ordered after ours
+            return tile.__dlpack__(**kwargs)
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        """CUDA Array Interface (v3) of an array in one tile on a GPU; its ``stream`` is ours."""
+        tile = self._one_tile()
+        if not hasattr(tile, "__cuda_array_interface__"):
+            raise AttributeError("__cuda_array_interface__: the array's tiles are host memory")
+        return {**tile.__cuda_array_interface__, "stream": self.stream.handle}
 
     def __dlpack_device__(self) -> Any:
         return self._one_tile().__dlpack_device__()
@@ -344,7 +412,8 @@ def _binary(name: str, reflected: bool = False) -> Any:
         fn = getattr(elementwise, name, None)
         if fn is None:
             raise NotImplementedError(f"{name} is not provided for distributed arrays (yet)")
-        return fn(other, self) if reflected else fn(self, other)
+        with operand_stream(self, other):
+            return fn(other, self) if reflected else fn(self, other)
 
     method.__name__ = name
     return method
@@ -359,7 +428,8 @@ def _unary(module: str, name: str) -> Any:
         fn = getattr(importlib.import_module(f"gpupart.containers.{module}"), name, None)
         if fn is None:
             raise NotImplementedError(f"{name} is not provided for distributed arrays (yet)")
-        return fn(self)
+        with operand_stream(self):
+            return fn(self)
 
     method.__name__ = name
     return method
@@ -410,8 +480,10 @@ def _inplace(name: str) -> Any:
             raise TypeError(
                 f"other: an in-place {name} must keep the dtype {self.dtype}, found {result.dtype}"
             )
-        for pos, tile in self._tiles.items():
-            tile[...] = result._tiles[pos]
+        with operand_stream(self, result):
+            for pos, tile in self._tiles.items():
+                tile[...] = result._tiles[pos]
+            self.ready = self.stream.record_event()
         return self
 
     method.__name__ = f"__i{name}__"
@@ -435,7 +507,8 @@ def _numpy_protocol(name: str) -> Any:
     def method(self: DistArray, *args: Any, **kwargs: Any) -> Any:
         from gpupart.containers import numpy_interop
 
-        return getattr(numpy_interop, name)(self, *args, **kwargs)
+        with operand_stream(self, *args, *kwargs.values()):
+            return getattr(numpy_interop, name)(self, *args, **kwargs)
 
     method.__name__ = name
     return method
@@ -454,14 +527,27 @@ def _method(module: str, name: str) -> Any:
     def method(self: DistArray, *args: Any) -> Any:
         import importlib
 
-        return getattr(importlib.import_module(f"gpupart.containers.{module}"), name)(self, *args)
+        fn = getattr(importlib.import_module(f"gpupart.containers.{module}"), name)
+        with operand_stream(self, *args):
+            return fn(self, *args)
 
     method.__name__ = name
     return method
 
 
 DistArray.__getitem__ = _method("indexing", "getitem")  # type: ignore[method-assign]
-DistArray.__setitem__ = _method("indexing", "setitem")  # type: ignore[method-assign]
+
+
+def _setitem(self: DistArray, key: Any, value: Any) -> None:
+    """``x[key] = value``: written into the owners' tiles on ``x``'s stream."""
+    from gpupart.containers import indexing
+
+    with operand_stream(self, key, value):
+        indexing.setitem(self, key, value)
+        self.ready = self.stream.record_event()
+
+
+DistArray.__setitem__ = _setitem  # type: ignore[method-assign]
 DistArray.__matmul__ = _method("linalg", "matmul_method")  # type: ignore[attr-defined]
 DistArray.__rmatmul__ = _method("linalg", "rmatmul_method")  # type: ignore[attr-defined]
 DistArray.__bool__ = _method("reductions", "to_bool")  # type: ignore[attr-defined]

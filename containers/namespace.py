@@ -9,6 +9,7 @@ this namespace does not provide raises :class:`NotProvidedError` naming it (both
 
 from __future__ import annotations
 
+import inspect
 from typing import NoReturn
 
 from gpupart.containers.creation import (  # noqa: F401 (the namespace's creation functions)
@@ -26,6 +27,7 @@ from gpupart.containers.creation import (  # noqa: F401 (the namespace's creatio
     zeros,
     zeros_like,
 )
+from gpupart.containers.darray import runs_on_operand_stream
 from gpupart.containers.dtypes import *  # noqa: F403
 from gpupart.containers.dtypes import __all__ as _dtypes_all
 from gpupart.containers.elementwise import *  # noqa: F403
@@ -60,6 +62,16 @@ __all__ = sorted(
         *_linalg_all,
         *_manipulation_all,
         *_reductions_all,
+    }
+)
+
+
+# every function runs on its first array operand's stream (see darray.operand_stream)
+globals().update(
+    {
+        name: runs_on_operand_stream(fn)
+        for name, fn in list(globals().items())
+        if name in __all__ and inspect.isfunction(fn)
     }
 )
 
