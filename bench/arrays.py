@@ -3,6 +3,7 @@
 One command runs all three on this machine, on the same data::
 
     python bench/arrays.py [--n 100000000] [--rows 2500000] [--cols 32] [--reps 5] [--quick]
+    python bench/arrays.py --device cuda     # tiles on GPUs; the single-device peer is CuPy
 
 * Data: ``x`` and ``y`` of ``--n`` float64 values and ``X`` of ``--rows x --cols`` float64
   values from ``gpupart.random.default_rng`` (the same numbers at any rank count; NumPy and
@@ -55,12 +56,14 @@ def _data(params: dict) -> tuple[Any, Any, Any]:
     return x, y, X
 
 
-def _ops(xp: Any, x: Any, y: Any, X: Any) -> dict[str, Any]:
+def _ops(xp: Any, x: Any, y: Any, X: Any, done: Any = None) -> dict[str, Any]:
+    """The timed operations; ``done`` turns a result into host data (waits for a GPU)."""
+    done = done or (lambda r: r)
     return {
-        "exp(x).sum()": lambda: xp.sum(xp.exp(x)),
-        "(2*x + y).sum()": lambda: xp.sum(2 * x + y),
-        "std(x)": lambda: xp.std(x),
-        "X.T @ X": lambda: xp.matmul(xp.matrix_transpose(X), X),
+        "exp(x).sum()": lambda: done(xp.sum(xp.exp(x))),
+        "(2*x + y).sum()": lambda: done(xp.sum(2 * x + y)),
+        "std(x)": lambda: done(xp.std(x)),
+        "X.T @ X": lambda: done(xp.matmul(xp.matrix_transpose(X), X)),
     }
 
 
@@ -84,7 +87,7 @@ def worker(params_path: str) -> None:
     xp = gpupart.array_api
     x, y, X = _data(params)
     result: dict[str, Any] = {"ranks": rt.size, "times": {}}
-    for name, fn in _ops(xp, x, y, X).items():
+    for name, fn in _ops(xp, x, y, X, np.asarray).items():  # results are replicated
         times = _time(fn, params["reps"], rt.barrier)
         slowest = [max(t) for t in zip(*rt.allgather(times), strict=True)]
         result["times"][name] = slowest
@@ -97,7 +100,8 @@ def run_gpupart(params: dict, env: dict[str, str], timeout: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="gpupart-bench-") as tmp:
         result_path, params_path = Path(tmp) / "result.json", Path(tmp) / "params.json"
         params_path.write_text(json.dumps(dict(params, result=str(result_path))))
-        cmd = [sys.executable, "-m", "gpupart", "run", "-n", str(params["ranks"]), "--cpu"]
+        cmd = [sys.executable, "-m", "gpupart", "run", "-n", str(params["ranks"])]
+        cmd += ["--cpu"] if params["device"] == "cpu" else []
         cmd += ["--", sys.executable, str(Path(__file__)), "--worker", str(params_path)]
         status, out = _peers.run(cmd, env, timeout)
         if status == 0 and result_path.exists():
@@ -109,10 +113,18 @@ def run_numpy_and_dask(params: dict, peers: list[str]) -> dict:
     """NumPy in this process, dask.array on a local cluster: the same data for both."""
     import gpupart
 
-    gpupart.init()  # a world of one: the generator gives the same numbers as the ranks'
+    gpupart.init(device="cpu")  # a world of one: the same numbers as the ranks'
     x, y, X = (a.to_numpy() for a in _data(params))
     out: dict[str, Any] = {}
-    if "numpy" in peers:
+    if "numpy" in peers and params["device"] == "cuda":  # the single-device peer: CuPy
+        import cupy
+
+        cx, cy, cX = (cupy.asarray(a) for a in (x, y, X))
+        out["numpy"] = {
+            name: _time(fn, params["reps"], lambda: None)
+            for name, fn in _ops(cupy, cx, cy, cX, cupy.asnumpy).items()
+        }
+    elif "numpy" in peers:
         out["numpy"] = {
             name: _time(fn, params["reps"], lambda: None)
             for name, fn in _ops(_NumpyNamespace, x, y, X).items()
@@ -177,7 +189,8 @@ def summarize(report: dict) -> list[dict]:
 
 def print_report(report: dict) -> None:
     print(f"\nDistributed arrays, {report['params']['ranks']} ranks (seconds, median (min-max))\n")
-    head = ["op", "gpupart", "NumPy", "dask.array", "vs NumPy (goal)", "vs dask (goal)"]
+    single = "CuPy (1 GPU)" if report["params"].get("device") == "cuda" else "NumPy"
+    head = ["op", "gpupart", single, "dask.array", f"vs {single} (goal)", "vs dask (goal)"]
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" if i == 0 else "--:" for i in range(len(head))) + "|")
     for row in report["summary"]:
@@ -204,7 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, default=2, help="gpupart ranks and dask workers")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions")
     parser.add_argument("--quick", action="store_true", help="10x smaller data, 3 repetitions")
-    parser.add_argument("--peers", default="numpy,dask", help="which peers to run")
+    parser.add_argument("--peers", default=None, help="peers to run (default: numpy,dask)")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="gpupart's tiles on CPUs or one GPU per rank (cuda: the peer is CuPy on one GPU)",
+    )
     parser.add_argument("--out", default="bench/out", help="where the JSON goes")
     args = parser.parse_args(argv)
     if args.worker:
@@ -218,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         "ranks": args.ranks,
         "reps": 3 if args.quick else args.reps,
         "seed": 20261201,
+        "device": args.device,
     }
+    peers = args.peers or ("numpy" if args.device == "cuda" else "numpy,dask")
     env = _peers.peer_env(None, {})
     report: dict[str, Any] = {
         "params": params,
@@ -231,11 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     if "error" in report["gpupart"]:
         print(report["gpupart"]["output"], file=sys.stderr)
     print("[bench] numpy, dask ...", file=sys.stderr, flush=True)
-    report.update(run_numpy_and_dask(params, args.peers.split(",")))
+    report.update(run_numpy_and_dask(params, peers.split(",")))
     report["summary"] = summarize(report)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"arrays{'-quick' if args.quick else ''}.json"
+    path = out / f"arrays-{args.device}{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(report, indent=1, default=str))
     print_report(report)
     print(f"\nwrote {path}", file=sys.stderr)
