@@ -32,3 +32,14 @@ def test_cupy_tiles_fetched_between_ranks(cuda_gpus: int, nprocs: int) -> None:
     )
     assert rc == 0, out + err
     assert out.count("GPU OK") == nprocs, out
+
+
+@pytest.mark.gpu
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_dist_arrays_with_cupy_tiles(cuda_gpus: int, nprocs: int) -> None:
+    rc, out, err = run_ranks(
+        nprocs, [PY, str(SCRIPTS / "arrays_cupy.py")], env={"GPUPART_DEVICE": "cuda"}, timeout=300
+    )
+    assert rc == 0, out + err
+    assert out.count("ARRAYS GPU OK") == nprocs, out
