@@ -1,0 +1,533 @@
+"""``DistFrame`` and ``DistSeries``: tables whose rows are cut into partitions across ranks.
+
+A frame is a sequence of partitions (pandas frames on the CPU, cuDF on a GPU), each owned by
+one rank; the global row order is partition order, then row order within each. Every rank
+holds the same object in the SPMD sense: the schema (``meta``, an empty frame of the right
+columns and dtypes), the owner of each partition and its own partitions. Operations are
+collective (every rank calls them, in the same order).
+
+A frame has no index: rows are numbered by position, every partition has a default
+``RangeIndex`` (so partitions that line up also align in pandas), and results that pandas
+indexes by keys (``groupby``) carry the keys as columns (pandas' ``as_index=False``);
+``to_pandas`` gives a ``RangeIndex``.
+
+Partition sizes are known after operations that keep rows and unknown after those that drop
+or move them; :attr:`DistFrame.partition_sizes` learns them with one all-gather when asked.
+Two frames or series line up row for row when one was derived from the other by
+row-keeping operations (they share a *layout token*); otherwise their partition lengths are
+compared (collectively) before they are combined.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DistFrame", "DistSeries", "Layout"]
+
+
+class Layout:
+    """Which rank owns each partition, and the partitions' lengths when known.
+
+    Frames derived row for row share one ``Layout`` object: identity means aligned.
+    """
+
+    def __init__(self, owners: Sequence[int], sizes: Sequence[int] | None = None) -> None:
+        self.owners = tuple(int(o) for o in owners)
+        self._sizes = None if sizes is None else tuple(int(s) for s in sizes)
+
+    @property
+    def npartitions(self) -> int:
+        """Number of partitions."""
+        return len(self.owners)
+
+    def mine(self, rank: int) -> list[int]:
+        """Return the partitions ``rank`` owns, in order."""
+        return [i for i, o in enumerate(self.owners) if o == rank]
+
+    def sizes(self, rt: Any, parts: Mapping[int, Any]) -> tuple[int, ...]:
+        """Every partition's length (one all-gather the first time, when unknown)."""
+        if self._sizes is None:
+            known: dict[int, int] = {}
+            for table in rt.allgather({i: len(p) for i, p in parts.items()}):
+                known.update(table)
+            self._sizes = tuple(known[i] for i in range(self.npartitions))
+        return self._sizes
+
+
+class _Partitioned:
+    """What frames and series share: runtime, layout, local partitions, moving them out."""
+
+    def __init__(self, runtime: Any, layout: Layout, parts: Mapping[int, Any]) -> None:
+        self._rt = runtime
+        self.layout = layout
+        self._parts = dict(parts)
+
+    @property
+    def runtime(self) -> Any:
+        """The :class:`~gpupart.Runtime` the data belongs to."""
+        return self._rt
+
+    @property
+    def npartitions(self) -> int:
+        """Number of partitions (global)."""
+        return self.layout.npartitions
+
+    @property
+    def partition_sizes(self) -> tuple[int, ...]:
+        """Rows of every partition, in order (collective the first time when unknown)."""
+        return self.layout.sizes(self._rt, self._parts)
+
+    @property
+    def local_partitions(self) -> Mapping[int, Any]:
+        """Map of this rank's partitions by global number (read-only; the data itself)."""
+        return MappingProxyType(self._parts)
+
+    def __len__(self) -> int:
+        return sum(self.partition_sizes)
+
+    def _module(self) -> Any:
+        return self._rt.backend.dataframe_module()
+
+    def _aligned(self, other: _Partitioned, what: str) -> None:
+        """Raise on every rank unless ``other`` lines up with this row for row."""
+        if other.layout is self.layout:
+            return
+        if other.layout.owners != self.layout.owners or (
+            self.partition_sizes != other.partition_sizes
+        ):
+            raise ValueError(
+                f"{what}: expected data partitioned like this one (the same rows), found"
+                f" {other.npartitions} partition(s) of sizes {other.partition_sizes} against"
+                f" {self.partition_sizes}; derive both from one frame, or rebalance() both"
+            )
+
+
+class DistFrame(_Partitioned):
+    """A distributed table (see the module docstring).
+
+    Make one with ``gpupart.read_parquet``, ``gpupart.from_pandas`` or
+    ``gpupart.from_local_frames``, not directly.
+    """
+
+    def __init__(self, runtime: Any, meta: Any, layout: Layout, parts: Mapping[int, Any]) -> None:
+        super().__init__(runtime, layout, parts)
+        self.meta = meta
+
+    # -- description ----------------------------------------------------------------------
+
+    @property
+    def columns(self) -> Any:
+        """Column labels (a pandas ``Index``)."""
+        return self.meta.columns
+
+    @property
+    def dtypes(self) -> Any:
+        """Column dtypes (a pandas ``Series``)."""
+        return self.meta.dtypes
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, columns)`` (collective when the row count is unknown)."""
+        return (len(self), len(self.columns))
+
+    def __repr__(self) -> str:
+        sizes = "unknown" if self.layout._sizes is None else sum(self.layout._sizes)
+        return (
+            f"<gpupart.DistFrame {sizes} rows x {len(self.columns)} columns"
+            f" {list(self.columns)!r} in {self.npartitions} partition(s),"
+            f" rank {self._rt.rank} holds {len(self._parts)}>"
+        )
+
+    # -- building results -----------------------------------------------------------------
+
+    def map_partitions(self, fn: Callable[[Any], Any], *, keeps_rows: bool = False) -> Any:
+        """Apply ``fn`` to every local partition (and to ``meta`` for the result's schema).
+
+        ``fn`` must give every partition the same schema (a frame or a series); with
+        ``keeps_rows`` it must keep each partition's rows, so the result lines up with this
+        frame (a new layout otherwise, sizes unknown).
+        """
+        out_meta = fn(self.meta)
+        layout = self.layout if keeps_rows else Layout(self.layout.owners)
+        parts = {i: fn(p) for i, p in self._parts.items()}
+        return _wrap(self._rt, out_meta, layout, parts)
+
+    def _rowwise(self, fn: Callable[[Any], Any]) -> Any:
+        return self.map_partitions(fn, keeps_rows=True)
+
+    # -- selection --------------------------------------------------------------------------
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, DistSeries):
+            return self._filter(key)
+        if isinstance(key, list):
+            _check_columns(self.meta, key, "key")
+            return self._rowwise(lambda p: p[key])
+        _check_columns(self.meta, [key], "key")
+        return self._rowwise(lambda p: p[key])
+
+    def __getattr__(self, name: str) -> DistSeries:
+        meta = self.__dict__.get("meta")
+        if meta is not None and not name.startswith("_") and name in meta.columns:
+            return self[name]
+        raise AttributeError(f"'DistFrame' object has no attribute {name!r}")
+
+    def _filter(self, mask: DistSeries) -> DistFrame:
+        if mask.meta.dtype != bool and str(mask.meta.dtype) != "boolean":
+            raise TypeError(f"key: expected a boolean DistSeries, found dtype {mask.meta.dtype}")
+        self._aligned(mask, "key")
+        parts = {
+            i: p[mask._parts[i].fillna(False)].reset_index(drop=True)
+            for i, p in self._parts.items()
+        }
+        return DistFrame(self._rt, self.meta, Layout(self.layout.owners), parts)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """``df[col] = series or scalar``: adds or replaces a column on every partition."""
+        new = self.assign(**{key: value}) if isinstance(key, str) else self._assign({key: value})
+        self.meta, self._parts = new.meta, new._parts
+
+    def assign(self, **columns: Any) -> DistFrame:
+        """Return a copy with columns added or replaced (DistSeries lined up with it, scalars)."""
+        return self._assign(columns)
+
+    def _assign(self, columns: Mapping[Any, Any]) -> DistFrame:
+        series: dict[Any, DistSeries] = {}
+        for name, value in columns.items():
+            if isinstance(value, DistSeries):
+                self._aligned(value, f"{name}")
+                series[name] = value
+            elif isinstance(value, _Partitioned) or np.ndim(value) != 0:
+                raise TypeError(
+                    f"{name}: expected a DistSeries or a scalar, found {type(value).__name__}"
+                )
+
+        def put(frame: Any, i: int | None) -> Any:
+            frame = frame.copy(deep=False)
+            for name, value in columns.items():
+                if name in series:
+                    value = series[name].meta if i is None else series[name]._parts[i]
+                frame[name] = value
+            return frame
+
+        meta = put(self.meta, None)
+        parts = {i: put(p, i) for i, p in self._parts.items()}
+        return DistFrame(self._rt, meta, self.layout, parts)
+
+    # -- moving data out --------------------------------------------------------------------
+
+    def to_pandas(self) -> Any:
+        """Return the whole frame on every rank as one pandas frame (collective)."""
+        return _host_frame(self._collect(list(range(self._rt.size))))
+
+    def gather(self, root: int = 0) -> Any:
+        """Return the whole frame on ``root`` (pandas), ``None`` elsewhere (collective)."""
+        _check_rank(self._rt, root, "root")
+        whole = self._collect([root])
+        return _host_frame(whole) if self._rt.rank == root else None
+
+    def head(self, n: int = 5) -> Any:
+        """Return the first ``n`` rows on every rank, as pandas (collective)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n: expected an int >= 0, found {n!r}")
+        sizes, wanted, left = self.partition_sizes, {}, n
+        for i, size in enumerate(sizes):
+            if left <= 0:
+                break
+            wanted[i] = min(size, left)
+            left -= wanted[i]
+        return _host_frame(self._collect(list(range(self._rt.size)), rows=wanted))
+
+    def _collect(self, to: list[int], rows: Mapping[int, int] | None = None) -> Any:
+        """Send every partition (or its first ``rows[i]`` rows) to the ranks ``to``; concat."""
+        from gpupart.containers import frame_columns
+
+        rt, module = self._rt, self._module()
+        mine = sorted(i for i in self._parts if rows is None or i in rows)
+        pieces: list[Any] = [{} for _ in range(rt.size)]
+        if mine:
+            chosen = [
+                self._parts[i] if rows is None else self._parts[i].iloc[: rows[i]] for i in mine
+            ]
+            local = module.concat(chosen, ignore_index=True) if len(chosen) > 1 else chosen[0]
+            encoded = frame_columns.encode(local)
+            for dest in to:
+                pieces[dest] = {"order": np.full(len(local), mine[0], np.int64), **encoded}
+        got = rt.exchange(pieces)
+        if rt.rank not in to:
+            return None
+        frames = []
+        for piece in got:
+            if piece and len(piece["order"]):
+                frames.append((int(piece["order"][0]), piece))
+        frames.sort(key=operator.itemgetter(0))
+        decoded = [frame_columns.decode(p, self.meta, module) for _, p in frames]
+        if not decoded:
+            return self.meta.iloc[:0].reset_index(drop=True)
+        return module.concat(decoded, ignore_index=True) if len(decoded) > 1 else decoded[0]
+
+    def to_array(self, columns: Sequence[Any] | None = None, dtype: Any = None) -> Any:
+        """Return columns as a 2-d :class:`~gpupart.DistArray` (rows as they are; collective).
+
+        Each rank's partitions become its block of rows (one tile per rank: a copy, the
+        columns interleaved); ``dtype`` defaults to the columns' common type.
+        """
+        from gpupart.containers.creation import from_local
+
+        cols = list(self.columns if columns is None else columns)
+        _check_columns(self.meta, cols, "columns")
+        if dtype is None:
+            dt = np.result_type(*[np.dtype(self.meta[c].dtype) for c in cols])
+        else:
+            dt = np.dtype(dtype)
+        xp = self._rt.backend.xp
+        blocks = [_values(self._parts[i][cols], dt) for i in sorted(self._parts)]
+        local = xp.concatenate(blocks) if blocks else xp.empty((0, len(cols)), dtype=dt)
+        return from_local(xp.ascontiguousarray(local), axis=0)
+
+
+class DistSeries(_Partitioned):
+    """One distributed column (see the module docstring): ``df[name]``."""
+
+    def __init__(self, runtime: Any, meta: Any, layout: Layout, parts: Mapping[int, Any]) -> None:
+        super().__init__(runtime, layout, parts)
+        self.meta = meta
+
+    @property
+    def name(self) -> Any:
+        """The column's label."""
+        return self.meta.name
+
+    @property
+    def dtype(self) -> Any:
+        """The column's dtype."""
+        return self.meta.dtype
+
+    def __repr__(self) -> str:
+        return (
+            f"<gpupart.DistSeries {self.name!r} dtype={self.dtype} in {self.npartitions}"
+            f" partition(s), rank {self._rt.rank} holds {len(self._parts)}>"
+        )
+
+    def map_partitions(self, fn: Callable[[Any], Any], *, keeps_rows: bool = False) -> Any:
+        """Apply ``fn`` to every local partition (see :meth:`DistFrame.map_partitions`)."""
+        out_meta = fn(self.meta)
+        layout = self.layout if keeps_rows else Layout(self.layout.owners)
+        return _wrap(self._rt, out_meta, layout, {i: fn(p) for i, p in self._parts.items()})
+
+    def _rowwise(self, fn: Callable[[Any], Any]) -> Any:
+        return self.map_partitions(fn, keeps_rows=True)
+
+    def to_frame(self) -> DistFrame:
+        """Return a one-column frame."""
+        return self._rowwise(lambda s: s.to_frame())
+
+    def to_pandas(self) -> Any:
+        """Return the whole column on every rank as a pandas Series (collective)."""
+        return self.to_frame().to_pandas().iloc[:, 0]
+
+    def gather(self, root: int = 0) -> Any:
+        """Return the whole column on ``root`` (pandas), ``None`` elsewhere (collective)."""
+        whole = self.to_frame().gather(root)
+        return None if whole is None else whole.iloc[:, 0]
+
+    def head(self, n: int = 5) -> Any:
+        """Return the first ``n`` values on every rank, as pandas (collective)."""
+        return self.to_frame().head(n).iloc[:, 0]
+
+    def to_array(self, dtype: Any = None) -> Any:
+        """Return the column as a 1-d :class:`~gpupart.DistArray` (collective)."""
+        return self.to_frame().to_array(dtype=dtype)[:, 0]
+
+    # -- elementwise ------------------------------------------------------------------------
+
+    def _binary(self, other: Any, op: Callable[[Any, Any], Any], name: str) -> DistSeries:
+        if isinstance(other, DistSeries):
+            self._aligned(other, "other")
+            meta = _keep_name(op(self.meta, other.meta), self.meta)
+            parts = {
+                i: _keep_name(op(p, other._parts[i]), self.meta) for i, p in self._parts.items()
+            }
+            return DistSeries(self._rt, meta, self.layout, parts)
+        if isinstance(other, _Partitioned):
+            raise TypeError(f"other: expected a DistSeries or a scalar for {name}, found a frame")
+        if np.ndim(other) != 0:
+            raise TypeError(
+                f"other: expected a DistSeries or a scalar for {name}, found {type(other).__name__}"
+            )
+        return self._rowwise(lambda s: op(s, other))
+
+    def __invert__(self) -> DistSeries:
+        return self._rowwise(operator.invert)
+
+    def __neg__(self) -> DistSeries:
+        return self._rowwise(operator.neg)
+
+    def __abs__(self) -> DistSeries:
+        return self._rowwise(abs)
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "the truth value of a DistSeries is ambiguous: use .any(), .all(), or & | ~"
+            " between conditions"
+        )
+
+    __hash__ = None  # type: ignore[assignment]  (== is elementwise)
+
+    # -- reductions -------------------------------------------------------------------------
+
+    def _reduce(self, name: str) -> Any:
+        """Reduce every partition locally, then combine the ranks' partials (collective)."""
+        rt = self._rt
+        parts = list(self._parts.values())
+        if name in ("sum", "count", "min", "max"):
+            partial = [getattr(p, name)() for p in parts if len(p)]
+            partial = [v for v in partial if not _is_missing(v)]
+            gathered = [v for vs in rt.allgather([_scalar(v) for v in partial]) for v in vs]
+            if name == "count":
+                return int(sum(gathered))
+            if name == "sum":
+                return _empty_sum(self.meta) if not gathered else _sum(gathered)
+            if not gathered:
+                return float("nan")
+            return min(gathered) if name == "min" else max(gathered)
+        raise NotImplementedError(f"{name} is not provided for DistSeries (yet)")
+
+    def sum(self) -> Any:
+        """Sum of the non-null values (collective; one all-gather of the ranks' partials)."""
+        return self._reduce("sum")
+
+    def count(self) -> int:
+        """Return the number of non-null values (collective)."""
+        return self._reduce("count")
+
+    def min(self) -> Any:
+        """Smallest non-null value (collective)."""
+        return self._reduce("min")
+
+    def max(self) -> Any:
+        """Largest non-null value (collective)."""
+        return self._reduce("max")
+
+    def mean(self) -> float:
+        """Mean of the non-null values (collective)."""
+        rt = self._rt
+        local = [(float(p.sum()), int(p.count())) for p in self._parts.values() if len(p)]
+        both = [v for vs in rt.allgather(local) for v in vs]
+        total, n = sum(s for s, _ in both), sum(c for _, c in both)
+        return total / n if n else float("nan")
+
+
+_OPERATORS = {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "truediv": operator.truediv,
+    "floordiv": operator.floordiv,
+    "mod": operator.mod,
+    "pow": operator.pow,
+    "and": operator.and_,
+    "or": operator.or_,
+    "xor": operator.xor,
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+}
+
+
+def _operator(name: str, op: Callable[[Any, Any], Any], reflected: bool) -> Any:
+    def method(self: DistSeries, other: Any) -> DistSeries:
+        return self._binary(other, (lambda a, b: op(b, a)) if reflected else op, name)
+
+    method.__name__ = f"__{'r' if reflected else ''}{name}__"
+    return method
+
+
+for _name, _op in _OPERATORS.items():
+    setattr(DistSeries, f"__{_name}__", _operator(_name, _op, reflected=False))
+    if _name not in ("eq", "ne", "lt", "le", "gt", "ge"):
+        setattr(DistSeries, f"__r{_name}__", _operator(_name, _op, reflected=True))
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _wrap(rt: Any, meta: Any, layout: Layout, parts: dict[int, Any]) -> Any:
+    """Return a DistFrame or a DistSeries, as ``meta`` is a frame or a series."""
+    if hasattr(meta, "columns"):
+        return DistFrame(rt, meta, layout, parts)
+    if hasattr(meta, "dtype") and hasattr(meta, "name"):
+        return DistSeries(rt, meta, layout, parts)
+    raise TypeError(
+        f"fn: expected a function returning a frame or a series, found {type(meta).__name__}"
+    )
+
+
+def _is_pandas(obj: Any) -> bool:
+    return type(obj).__module__.split(".")[0] == "pandas"
+
+
+def _keep_name(result: Any, like: Any) -> Any:
+    """Binary results keep the left operand's name (pandas drops it when names differ)."""
+    if getattr(result, "name", None) != like.name:
+        result = result.rename(like.name)
+    return result
+
+
+def _values(frame: Any, dtype: np.dtype) -> Any:
+    """Return a frame's values as one 2-d array of ``dtype`` on its device."""
+    if _is_pandas(frame):
+        return frame.to_numpy(dtype=dtype)
+    return frame.to_cupy(dtype=dtype)
+
+
+def _check_columns(meta: Any, keys: Sequence[Any], what: str) -> None:
+    missing = [k for k in keys if k not in meta.columns]
+    if missing:
+        raise KeyError(
+            f"{what}: expected columns of the frame ({list(meta.columns)!r}), found {missing!r}"
+        )
+
+
+def _check_rank(rt: Any, root: Any, what: str) -> None:
+    if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < rt.size:
+        raise ValueError(f"{what}: expected a rank in 0..{rt.size - 1}, found {root!r}")
+
+
+def _host_frame(frame: Any) -> Any:
+    return frame.to_pandas() if hasattr(frame, "to_pandas") and not _is_pandas(frame) else frame
+
+
+def _is_missing(value: Any) -> bool:
+    try:
+        return bool(value != value) or value is None
+    except (TypeError, ValueError):
+        return False
+
+
+def _scalar(value: Any) -> Any:
+    """Return ``value`` as a plain Python/NumPy scalar that travels in collectives."""
+    if hasattr(value, "item") and not isinstance(value, (np.datetime64, np.timedelta64)):
+        return value.item()
+    if hasattr(value, "to_datetime64"):
+        return value.to_datetime64()
+    return value
+
+
+def _sum(values: list[Any]) -> Any:
+    total = values[0]
+    for v in values[1:]:
+        total = total + v
+    return total
+
+
+def _empty_sum(meta: Any) -> Any:
+    return meta.sum()
