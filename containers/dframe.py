@@ -219,6 +219,20 @@ class DistFrame(_Partitioned):
         parts = {i: put(p, i) for i, p in self._parts.items()}
         return DistFrame(self._rt, meta, self.layout, parts)
 
+    # -- moving rows between ranks -----------------------------------------------------------
+
+    def rebalance(self) -> DistFrame:
+        """Return the same rows in order, one partition per rank, even lengths (collective)."""
+        from gpupart.containers import shuffle
+
+        return shuffle.rebalance(self)
+
+    def repartition(self, npartitions: int) -> DistFrame:
+        """Return the same rows in order in ``npartitions`` even partitions (collective)."""
+        from gpupart.containers import shuffle
+
+        return shuffle.repartition(self, npartitions)
+
     # -- moving data out --------------------------------------------------------------------
 
     def to_pandas(self) -> Any:
