@@ -545,3 +545,58 @@ def _sum(values: list[Any]) -> Any:
 
 def _empty_sum(meta: Any) -> Any:
     return meta.sum()
+
+
+def _method(module: str, name: str) -> Any:
+    """Make a method that calls ``gpupart.containers.<module>.<name>(self, ...)``."""
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        import importlib
+
+        fn = getattr(importlib.import_module(f"gpupart.containers.{module}"), name)
+        return fn(self, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+def _accessor(module: str, name: str) -> Any:
+    """Make a property that returns ``gpupart.containers.<module>.<name>(self)``."""
+    return property(_method(module, name))
+
+
+# Methods whose code lives in the modules of their family (one module, one job):
+# frame_ops (per-partition operations), groupby, joins (merge, sort), frame_io (parquet),
+# frame_partitioned (__partitioned__).
+for _name in ("astype", "rename", "drop", "dropna", "fillna", "isna", "notna"):
+    setattr(DistFrame, _name, _method("frame_ops", f"frame_{_name}"))
+for _name in (
+    "astype",
+    "fillna",
+    "isna",
+    "notna",
+    "dropna",
+    "isin",
+    "between",
+    "clip",
+    "round",
+    "std",
+    "var",
+    "prod",
+    "any",
+    "all",
+    "nunique",
+    "unique",
+):
+    setattr(DistSeries, _name, _method("frame_ops", f"series_{_name}"))
+DistSeries.str = _accessor("frame_ops", "string_methods")  # type: ignore[attr-defined]
+DistSeries.dt = _accessor("frame_ops", "datetime_methods")  # type: ignore[attr-defined]
+DistFrame.groupby = _method("groupby", "groupby")  # type: ignore[attr-defined]
+DistFrame.drop_duplicates = _method("groupby", "drop_duplicates")  # type: ignore[attr-defined]
+DistFrame.value_counts = _method("groupby", "frame_value_counts")  # type: ignore[attr-defined]
+DistSeries.value_counts = _method("groupby", "series_value_counts")  # type: ignore[attr-defined]
+DistFrame.merge = _method("joins", "merge")  # type: ignore[attr-defined]
+DistFrame.sort_values = _method("joins", "sort_values")  # type: ignore[attr-defined]
+DistSeries.sort_values = _method("joins", "series_sort_values")  # type: ignore[attr-defined]
+DistFrame.to_parquet = _method("frame_io", "to_parquet")  # type: ignore[attr-defined]
+DistFrame.__partitioned__ = _accessor("frame_partitioned", "export")  # type: ignore[attr-defined]
