@@ -40,6 +40,8 @@ from gpupart.containers.manipulation import *  # noqa: F403
 from gpupart.containers.manipulation import __all__ as _manipulation_all
 from gpupart.containers.reductions import *  # noqa: F403
 from gpupart.containers.reductions import __all__ as _reductions_all
+from gpupart.containers.structure import *  # noqa: F403
+from gpupart.containers.structure import __all__ as _structure_all
 
 __all__ = sorted(
     {
@@ -62,6 +64,7 @@ __all__ = sorted(
         *_linalg_all,
         *_manipulation_all,
         *_reductions_all,
+        *_structure_all,
     }
 )
 
