@@ -386,8 +386,18 @@ class DistArray:
             )
         return tiles[0]
 
-    def __dlpack__(self, **kwargs: Any) -> Any:
+    def __dlpack__(
+        self,
+        *,
+        stream: Any = None,
+        max_version: tuple[int, int] | None = None,
+        dl_device: Any = None,
+        copy: bool | None = None,
+    ) -> Any:
+        """Export an array in one tile through DLPack (the standard's keywords, passed on)."""
         tile = self._one_tile()
+        given = {"stream": stream, "max_version": max_version, "dl_device": dl_device, "copy": copy}
+        kwargs = {k: v for k, v in given.items() if v is not None}
         with self.stream.as_current():  # a consumer's stream= is ordered after ours
             return tile.__dlpack__(**kwargs)
 

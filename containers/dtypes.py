@@ -10,6 +10,7 @@ import numpy as np
 
 __all__ = [
     "__array_api_version__",
+    "__array_namespace_info__",
     "bool",
     "can_cast",
     "complex64",
@@ -96,3 +97,56 @@ def iinfo(type: Any) -> Any:
     return np.iinfo(
         type.dtype if hasattr(type, "dtype") and not isinstance(type, np.dtype) else type
     )
+
+
+class NamespaceInfo:
+    """``__array_namespace_info__()``: what this namespace supports (2024.12 inspection API)."""
+
+    def capabilities(self) -> dict[str, Any]:
+        """Boolean indexing yes (masks over leading axes); data-dependent shapes yes."""
+        return {"boolean indexing": True, "data-dependent shapes": True, "max dimensions": 64}
+
+    def default_device(self) -> str:
+        """Return the device of this rank's tiles (a DLPack device string)."""
+        from gpupart.containers.creation import runtime_or_init
+
+        return runtime_or_init().backend.dlpack_device
+
+    def devices(self) -> list[str]:
+        """One device per rank: this rank's."""
+        return [self.default_device()]
+
+    def default_dtypes(self, *, device: Any = None) -> dict[str, np.dtype]:
+        """Return the dtypes creation functions default to."""
+        return {
+            "real floating": float64,
+            "complex floating": complex128,
+            "integral": int64,
+            "indexing": int64,
+        }
+
+    def dtypes(self, *, device: Any = None, kind: Any = None) -> dict[str, np.dtype]:
+        """Every dtype of the namespace, or those of ``kind`` (as :func:`isdtype` takes it)."""
+        every = {
+            "bool": bool,
+            "int8": int8,
+            "int16": int16,
+            "int32": int32,
+            "int64": int64,
+            "uint8": uint8,
+            "uint16": uint16,
+            "uint32": uint32,
+            "uint64": uint64,
+            "float32": float32,
+            "float64": float64,
+            "complex64": complex64,
+            "complex128": complex128,
+        }
+        if kind is None:
+            return every
+        return {name: dt for name, dt in every.items() if isdtype(dt, kind)}
+
+
+def __array_namespace_info__() -> NamespaceInfo:
+    """Return the namespace's inspection object."""
+    return NamespaceInfo()

@@ -14,7 +14,7 @@ from gpupart.containers.frame_columns import empty_frame, schema
 
 from gpupart.errors import CollectiveError
 
-__all__ = ["from_local_frames", "from_pandas", "owners_for"]
+__all__ = ["align_schemas", "from_local_frames", "from_pandas", "owners_for"]
 
 
 def owners_for(npartitions: int, size: int) -> list[int]:
@@ -43,29 +43,48 @@ def from_local_frames(piece: Any) -> DistFrame:
     :class:`~gpupart.CollectiveError` naming the rank and the column that differ.
     """
     rt = runtime_or_init()
-    problem, frame = None, None
+    meta, parts = align_schemas(rt, {rt.rank: piece}, "piece")
+    sizes = rt.allgather(len(parts[rt.rank]))
+    return DistFrame(rt, meta, Layout(range(rt.size), sizes), parts)
+
+
+def align_schemas(rt: Any, pieces: dict[int, Any], what: str) -> tuple[Any, dict[int, Any]]:
+    """Check that every rank's frames (by partition number) share one schema (collective).
+
+    Returns the schema's empty frame and the frames as this rank's dataframe module's, index
+    dropped; an empty frame with the same columns takes the others' dtypes. Anything else
+    raises :class:`~gpupart.CollectiveError` on every rank naming the rank and the column.
+    """
+    frames: dict[int, Any] = {}
+    problem = None
     try:
-        frame = _as_frame(rt, piece, "piece")
+        for i, piece in pieces.items():
+            frames[i] = _as_frame(rt, piece, what)
     except (TypeError, ValueError) as exc:
         problem = str(exc)
-    infos = rt.allgather(problem or (len(frame), schema(frame)))
-    _raise_problems("from_local_frames", infos)
-    reference = next((s for n, s in infos if n), infos[0][1])
-    mismatched = [
-        f"rank {r}: {_difference(reference, cols)}"
-        for r, (n, cols) in enumerate(infos)
-        if cols != reference and not (n == 0 and _labels(cols) == _labels(reference))
-    ]
+    infos = rt.allgather(problem or [(len(f), schema(f)) for f in frames.values()])
+    _raise_problems(what, infos)
+    every = [(r, n, cols) for r, info in enumerate(infos) for n, cols in info]
+    if not every:
+        raise CollectiveError(f"{what}: expected at least one frame on some rank, found none")
+    reference = next((cols for _, n, cols in every if n), every[0][2])
+    mismatched = sorted(
+        {
+            f"rank {r}: {_difference(reference, cols)}"
+            for r, n, cols in every
+            if cols != reference and not (n == 0 and _labels(cols) == _labels(reference))
+        }
+    )
     if mismatched:
         raise CollectiveError(
-            f"from_local_frames: expected the same columns and dtypes on every rank, found"
+            f"{what}: expected the same columns and dtypes on every rank, found"
             f" {'; '.join(mismatched)}"
         )
-    meta = frame.iloc[:0]
-    if schema(frame) != reference:  # an empty piece: take the others' dtypes
-        meta = frame = empty_frame(reference, rt.backend.dataframe_module())
-    layout = Layout(range(rt.size), [n for n, _ in infos])
-    return DistFrame(rt, meta, layout, {rt.rank: frame})
+    meta = empty_frame(reference, rt.backend.dataframe_module())
+    for i, frame in frames.items():
+        if schema(frame) != reference:  # an empty frame: the others' dtypes
+            frames[i] = meta
+    return meta, frames
 
 
 def from_pandas(df: Any, npartitions: int | None = None, *, root: int | None = None) -> DistFrame:

@@ -83,10 +83,17 @@ class HandleGetter:
         return hash(HandleGetter)
 
 
-def from_partitioned(obj: Any) -> DistArray:
-    """Adopt any producer's ``__partitioned__`` data as a :class:`DistArray` (collective)."""
+def from_partitioned(obj: Any) -> Any:
+    """Adopt any producer's ``__partitioned__`` data (collective).
+
+    A :class:`DistArray`, or a :class:`~gpupart.DistFrame` when the partitions are frames
+    (see ``frame_partitioned``).
+    """
+    from gpupart.containers import frame_partitioned
+    from gpupart.containers.dframe import DistFrame
+
     rt = runtime_or_init()
-    if isinstance(obj, DistArray):
+    if isinstance(obj, (DistArray, DistFrame)):
         return obj
     view, problem = None, None
     try:
@@ -110,9 +117,20 @@ def from_partitioned(obj: Any) -> DistArray:
             "obj", "the same shape and partitions on every rank", f"different ones ({detail})"
         )
     owners = _owners(rt, view, tiling)
-    tiles, problem = {}, None
+    resolved, problem = {}, None
     try:
-        tiles = _adopt(rt, view, tiling, owners)
+        resolved = resolve(view, tiling, owners, rt.rank)
+    except (GpupartError, TypeError, ValueError) as exc:
+        problem = exc
+    frames = [hasattr(d, "columns") and hasattr(d, "iloc") for d in resolved.values()]
+    if any(rt.allgather(any(frames) and problem is None)):
+        if problem is not None:
+            raise problem
+        return frame_partitioned.from_partitioned_frame(rt, view, tiling, owners, resolved)
+    tiles = {}
+    try:
+        if problem is None:
+            tiles = _adopt(rt, view, resolved)
     except (GpupartError, TypeError, ValueError) as exc:
         problem = exc
     reports = rt.allgather(None if problem is None else f"{type(problem).__name__}: {problem}")
@@ -127,24 +145,43 @@ def from_partitioned(obj: Any) -> DistArray:
     )
 
 
-def _adopt(rt: Any, view: Any, tiling: Tiling, owners: np.ndarray) -> dict:
-    """Return this rank's tiles: its own data (no copy) or what ``get`` resolves."""
+def resolve(view: Any, tiling: Tiling, owners: np.ndarray, rank: int) -> dict:
+    """Return the data of the partitions ``rank`` owns: its own, or what ``get`` resolves.
+
+    Without ``locals`` (Dask/Ray/Modin-style producers), references (futures, ObjectRefs)
+    are resolved with one ``get`` call; SPMD producers hand over the data itself.
+    """
+    mine = [pos for pos in layout.positions(tiling) if owners[pos] == rank]
+    data = {pos: view.partitions[pos].data for pos in mine}
+    missing = [pos for pos, d in data.items() if d is None]
+    if missing:
+        raise PartitionedError(
+            f"partitions[{missing[0]!r}]['data']", "the data of a partition this rank owns", "None"
+        )
+    refs = {pos: d for pos, d in data.items() if not _is_data(d)}
+    if refs and view.locals is None:  # SPMD producers (locals) hand over the data itself
+        got = view.get(list(refs.values()))
+        data.update(zip(refs, got, strict=True))
+    return data
+
+
+def _is_data(obj: Any) -> bool:
+    """Whether ``obj`` is data itself (an array or a frame), not a reference to resolve."""
+    return (
+        hasattr(obj, "__array_interface__")
+        or hasattr(obj, "__cuda_array_interface__")
+        or hasattr(obj, "__dlpack__")
+        or (hasattr(obj, "columns") and hasattr(obj, "iloc"))
+    )
+
+
+def _adopt(rt: Any, view: Any, resolved: dict) -> dict:
+    """Return this rank's tiles as arrays of its device (no copy where they already are)."""
     xp = rt.backend.xp
-    mine = [pos for pos in layout.positions(tiling) if owners[pos] == rt.rank]
-    entries = [view.partitions[pos] for pos in mine]
-    futures = [(pos, e.data) for pos, e in zip(mine, entries, strict=True) if e.data is not None]
-    if futures and view.locals is None:  # references (futures, ObjectRefs): resolve them
-        got = view.get([d for _, d in futures])
-        resolved = {pos: value for (pos, _), value in zip(futures, got, strict=True)}
-    else:
-        resolved = dict(futures)
     tiles = {}
-    for pos, entry in zip(mine, entries, strict=True):
-        if pos not in resolved:
-            raise PartitionedError(
-                f"partitions[{pos!r}]['data']", "the data of a partition this rank owns", "None"
-            )
-        tile = xp.asarray(resolved[pos])
+    for pos, value in resolved.items():
+        entry = view.partitions[pos]
+        tile = xp.asarray(value)
         if tuple(tile.shape) != entry.shape:
             raise PartitionedError(
                 f"partitions[{pos!r}]['data']",

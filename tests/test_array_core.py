@@ -139,7 +139,7 @@ def test_random_numbers_do_not_depend_on_the_rank_count(job):
             for draw in c["draws"]:
                 digests[draw["key"]].add(draw["digest"])
                 seen[draw["key"]].add(n)
-    assert len(digests) == 12
+    assert len(digests) == 14
     for key, found in digests.items():
         assert seen[key] == set(SIZES), key
         assert len(found) == 1, f"{key}: different numbers at 1, 2 and 3 ranks: {found}"
