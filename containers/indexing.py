@@ -1,4 +1,4 @@
-"""Indexing distributed arrays: ``x[key]``, ``x[key] = value``, ``take``, sorting.
+"""Indexing distributed arrays: ``x[key]``, ``x[key] = value``, ``take``.
 
 Basic indexing (ints, negative ones too, slices with any step, ``...``, ``None``) moves no
 data. ``x[key]``'s tiles are the parts of ``x``'s tiles that the key selects, on the ranks
@@ -22,8 +22,7 @@ among basic indices is a :func:`take` (then basic indexing); ints and integer ar
 index points (each rank fetches its points' boxes). Other array keys raise
 ``NotImplementedError`` naming :func:`take` and ``to_numpy``.
 
-``sort``/``argsort`` work tile by tile along an axis that is not cut (no communication);
-along a cut axis they raise ``NotImplementedError`` (repartition first).
+``sort``/``argsort`` live in :mod:`gpupart.containers.sorting`.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ from gpupart.containers.manipulation import (
 
 from gpupart.protocol import Tiling
 
-__all__ = ["argsort", "sort", "take", "take_along_axis"]
+__all__ = ["take", "take_along_axis"]
 
 Position = tuple[int, ...]
 
@@ -608,7 +607,7 @@ def take_along_axis(x: DistArray, indices: Any, /, *, axis: int = -1) -> DistArr
     return x.like(tiles, x.dtype, tiling, x.owners)
 
 
-# -- sorting ----------------------------------------------------------------------------------
+# -- checks -----------------------------------------------------------------------------------
 
 
 def _check_uncut(x: DistArray, ax: int, what: str) -> None:
@@ -621,46 +620,3 @@ def _check_uncut(x: DistArray, ax: int, what: str) -> None:
             f"{what}: axis {ax} is cut into {filled} tiles; a distributed {what} is future work:"
             f" repartition first (x.repartition(grid={grid})) or use x.to_numpy()"
         )
-
-
-def sort(
-    x: DistArray, /, *, axis: int = -1, descending: bool = False, stable: bool = True
-) -> DistArray:
-    """Return ``x`` sorted along an uncut ``axis``, tile by tile (no communication).
-
-    NaNs come last (NumPy's order; first when descending). A cut axis raises
-    ``NotImplementedError`` (repartition first).
-    """
-    x = check_array(x)
-    ax = normalize_axis(axis, x.ndim)
-    _check_uncut(x, ax, "sort")
-    xp = x.xp
-
-    def one(t: Any) -> Any:
-        out = xp.sort(t, axis=ax, kind="stable")
-        return xp.flip(out, axis=ax) if descending else out
-
-    return x.map_tiles(one, x.dtype)
-
-
-def argsort(
-    x: DistArray, /, *, axis: int = -1, descending: bool = False, stable: bool = True
-) -> DistArray:
-    """Return the indices that sort ``x`` along an uncut ``axis`` (int64; no communication).
-
-    Stable in both directions (equal elements keep their order). A cut axis raises
-    ``NotImplementedError`` (repartition first).
-    """
-    x = check_array(x)
-    ax = normalize_axis(axis, x.ndim)
-    _check_uncut(x, ax, "argsort")
-    xp = x.xp
-
-    def one(t: Any) -> Any:
-        if not descending:
-            return xp.argsort(t, axis=ax, kind="stable").astype(np.int64)
-        n = t.shape[ax]
-        back = xp.argsort(xp.flip(t, axis=ax), axis=ax, kind="stable")
-        return (n - 1 - xp.flip(back, axis=ax)).astype(np.int64)
-
-    return x.map_tiles(one, np.int64)

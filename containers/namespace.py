@@ -40,6 +40,8 @@ from gpupart.containers.manipulation import *  # noqa: F403
 from gpupart.containers.manipulation import __all__ as _manipulation_all
 from gpupart.containers.reductions import *  # noqa: F403
 from gpupart.containers.reductions import __all__ as _reductions_all
+from gpupart.containers.sorting import *  # noqa: F403
+from gpupart.containers.sorting import __all__ as _sorting_all
 from gpupart.containers.structure import *  # noqa: F403
 from gpupart.containers.structure import __all__ as _structure_all
 
@@ -64,6 +66,7 @@ __all__ = sorted(
         *_linalg_all,
         *_manipulation_all,
         *_reductions_all,
+        *_sorting_all,
         *_structure_all,
     }
 )
