@@ -498,6 +498,11 @@ def versions() -> dict[str, Any]:
         "mpich",
         "nixl-cu12",
         "matplotlib",
+        "pandas",
+        "pyarrow",
+        "dask",
+        "polars",
+        "duckdb",
     ):
         info[dist] = _dist_version(dist)
     with contextlib.suppress(Exception):

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from gpupart.containers import layout
-from gpupart.containers.darray import DistArray
+from gpupart.containers.darray import DistArray, check_device
 
 from gpupart.errors import CollectiveError
 from gpupart.protocol import Tiling
@@ -87,25 +87,56 @@ def _extent(start: tuple[int, ...], stop: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(b - a for a, b in zip(start, stop, strict=True))
 
 
-def empty(shape: Any, dtype: Any = np.float64, *, tiles: Any = None, grid: Any = None) -> DistArray:
+def empty(
+    shape: Any,
+    dtype: Any = np.float64,
+    *,
+    device: Any = None,
+    tiles: Any = None,
+    grid: Any = None,
+) -> DistArray:
     """Return an uninitialised array (no communication)."""
+    check_device(runtime_or_init(), device)
     return _by_formula(shape, dtype, tiles, grid, lambda xp, a, b, dt: xp.empty(_extent(a, b), dt))
 
 
-def zeros(shape: Any, dtype: Any = np.float64, *, tiles: Any = None, grid: Any = None) -> DistArray:
+def zeros(
+    shape: Any,
+    dtype: Any = np.float64,
+    *,
+    device: Any = None,
+    tiles: Any = None,
+    grid: Any = None,
+) -> DistArray:
     """Return an array of zeros (no communication)."""
+    check_device(runtime_or_init(), device)
     return _by_formula(shape, dtype, tiles, grid, lambda xp, a, b, dt: xp.zeros(_extent(a, b), dt))
 
 
-def ones(shape: Any, dtype: Any = np.float64, *, tiles: Any = None, grid: Any = None) -> DistArray:
+def ones(
+    shape: Any,
+    dtype: Any = np.float64,
+    *,
+    device: Any = None,
+    tiles: Any = None,
+    grid: Any = None,
+) -> DistArray:
     """Return an array of ones (no communication)."""
+    check_device(runtime_or_init(), device)
     return _by_formula(shape, dtype, tiles, grid, lambda xp, a, b, dt: xp.ones(_extent(a, b), dt))
 
 
 def full(
-    shape: Any, fill_value: Any, dtype: Any = None, *, tiles: Any = None, grid: Any = None
+    shape: Any,
+    fill_value: Any,
+    dtype: Any = None,
+    *,
+    device: Any = None,
+    tiles: Any = None,
+    grid: Any = None,
 ) -> DistArray:
     """Return an array of ``fill_value`` (dtype inferred unless given; no communication)."""
+    check_device(runtime_or_init(), device)
     dt = np.result_type(fill_value) if dtype is None else np.dtype(dtype)
     if dtype is None and isinstance(fill_value, bool):
         dt = np.dtype(bool)
@@ -126,16 +157,19 @@ def _like(x: DistArray, dtype: Any, make: Any) -> DistArray:
 
 def empty_like(x: DistArray, /, *, dtype: Any = None, device: Any = None) -> DistArray:
     """Return an uninitialised array laid out like ``x`` (no communication)."""
+    check_device(runtime_or_init(), device)
     return _like(x, dtype, lambda xp, shape, dt: xp.empty(shape, dt))
 
 
 def zeros_like(x: DistArray, /, *, dtype: Any = None, device: Any = None) -> DistArray:
     """Return zeros laid out like ``x`` (no communication)."""
+    check_device(runtime_or_init(), device)
     return _like(x, dtype, lambda xp, shape, dt: xp.zeros(shape, dt))
 
 
 def ones_like(x: DistArray, /, *, dtype: Any = None, device: Any = None) -> DistArray:
     """Return ones laid out like ``x`` (no communication)."""
+    check_device(runtime_or_init(), device)
     return _like(x, dtype, lambda xp, shape, dt: xp.ones(shape, dt))
 
 
@@ -143,6 +177,7 @@ def full_like(
     x: DistArray, /, fill_value: Any, *, dtype: Any = None, device: Any = None
 ) -> DistArray:
     """Return ``fill_value`` everywhere, laid out like ``x`` (no communication)."""
+    check_device(runtime_or_init(), device)
     return _like(x, dtype, lambda xp, shape, dt: xp.full(shape, fill_value, dt))
 
 
@@ -152,10 +187,12 @@ def arange(
     step: Any = 1,
     *,
     dtype: Any = None,
+    device: Any = None,
     tiles: Any = None,
     grid: Any = None,
 ) -> DistArray:
     """Evenly spaced values in ``[start, stop)``, each rank computing its own (1-d)."""
+    check_device(runtime_or_init(), device)
     if stop is None:
         start, stop = 0, start
     if step == 0:
@@ -175,11 +212,13 @@ def linspace(
     num: int,
     *,
     dtype: Any = None,
+    device: Any = None,
     endpoint: bool = True,
     tiles: Any = None,
     grid: Any = None,
 ) -> DistArray:
     """``num`` evenly spaced values from ``start`` to ``stop`` (1-d; like NumPy's)."""
+    check_device(runtime_or_init(), device)
     num = operator.index(num)
     if num < 0:
         raise ValueError(f"num: expected an int >= 0, found {num}")
@@ -202,10 +241,12 @@ def eye(
     *,
     k: int = 0,
     dtype: Any = np.float64,
+    device: Any = None,
     tiles: Any = None,
     grid: Any = None,
 ) -> DistArray:
     """Ones on the ``k``-th diagonal, zeros elsewhere (2-d; no communication)."""
+    check_device(runtime_or_init(), device)
     n_cols = n_rows if n_cols is None else n_cols
 
     def make(xp: Any, a: tuple[int, ...], b: tuple[int, ...], d: Any) -> Any:
@@ -220,10 +261,11 @@ def asarray(
     obj: Any,
     dtype: Any = None,
     *,
+    device: Any = None,
+    copy: bool | None = None,
     tiles: Any = None,
     grid: Any = None,
     root: int | None = None,
-    copy: bool | None = None,
 ) -> DistArray:
     """Distribute an array (collective).
 
@@ -234,6 +276,7 @@ def asarray(
     the ranks that own them. A :class:`DistArray` is returned as it is (repartitioned if
     ``tiles``/``grid`` say so); a ``__partitioned__`` object goes to ``from_partitioned``.
     """
+    check_device(runtime_or_init(), device)
     rt = runtime_or_init()
     if isinstance(obj, DistArray):
         out = obj if dtype is None else obj.map_tiles(lambda t: t.astype(dtype), dtype)

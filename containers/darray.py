@@ -136,6 +136,11 @@ class DistArray:
         """Where this rank's tiles live (a DLPack device string, e.g. ``'kDLCPU'``)."""
         return self._rt.backend.dlpack_device
 
+    def to_device(self, device: Any, /, *, stream: Any = None) -> DistArray:
+        """Return ``self`` when ``device`` is where its tiles live (moving backends is not done)."""
+        check_device(self._rt, device)
+        return self
+
     @property
     def runtime(self) -> Any:
         """The :class:`~gpupart.Runtime` the array belongs to."""
@@ -411,6 +416,15 @@ class DistArray:
 
     def __dlpack_device__(self) -> Any:
         return self._one_tile().__dlpack_device__()
+
+
+def check_device(rt: Any, device: Any) -> None:
+    """Accept ``None`` or this rank's device (``x.device``); the array API's ``device=``."""
+    if device is not None and device != rt.backend.dlpack_device:
+        raise ValueError(
+            f"device: expected None or {rt.backend.dlpack_device!r} (this rank's device; gpupart"
+            f" places tiles on each rank's own device), found {device!r}"
+        )
 
 
 def _binary(name: str, reflected: bool = False) -> Any:

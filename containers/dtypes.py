@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import math
 from typing import Any
 
@@ -85,10 +86,30 @@ def can_cast(from_: Any, to: Any) -> builtins.bool:
     return builtins.bool(np.can_cast(source, to))
 
 
-def finfo(type: Any) -> Any:
-    """Return machine limits of a floating dtype."""
-    return np.finfo(
+@dataclasses.dataclass(frozen=True)
+class FloatInfo:
+    """Machine limits of a floating dtype as the standard's ``finfo`` has them (Python floats)."""
+
+    bits: int
+    eps: float
+    max: float
+    min: float
+    smallest_normal: float
+    dtype: np.dtype
+
+
+def finfo(type: Any) -> FloatInfo:
+    """Return machine limits of a floating dtype (of a complex one: of its real part)."""
+    info = np.finfo(
         type.dtype if hasattr(type, "dtype") and not isinstance(type, np.dtype) else type
+    )
+    return FloatInfo(
+        bits=int(info.bits),
+        eps=float(info.eps),
+        max=float(info.max),
+        min=float(info.min),
+        smallest_normal=float(info.smallest_normal),
+        dtype=np.dtype(info.dtype),
     )
 
 

@@ -1,7 +1,10 @@
 """The host kernels of :mod:`gpupart.kernels.hashing` (imports numba; loaded on first use).
 
 ``numba.njit`` loops over the scalar functions of :mod:`gpupart.kernels._hashing_spec`, with the
-GIL released. Kept at module level so that each is compiled once per process, on first call.
+GIL released. The loops are module-level functions cached on disk (numba's cache, with the scalar
+functions compiled into them), so a process compiles them only when this file or numba changed:
+numba does not see edits to ``_hashing_spec``, so delete ``kernels/__pycache__/_hashing_host*``
+after changing it (a fresh checkout, as CI's, has no cache).
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from gpupart.kernels._hashing_spec import FixedColumn, StringColumn, build
 
 __all__ = ["count_parts", "hash_into", "order_parts"]
 
-_jit = numba.njit(nogil=True, cache=False)
-_ops = build(_jit)
+_scalar = numba.njit(nogil=True)  # built in a closure: compiled into each caching caller
+_jit = numba.njit(nogil=True, cache=True)
+_ops = build(_scalar)
 _combine, _fixed_row, _string_row = _ops.combine, _ops.fixed_row, _ops.string_row
 
 
