@@ -325,6 +325,15 @@ class Runtime:
         self._check_open()
         return self._collectives.allreduce(array, op, timeout)
 
+    @property
+    def bytes_fetched(self) -> int:
+        """Bytes this rank has asked other ranks for so far (``get``, ``fetch``, ``exchange``).
+
+        Tiles of this rank itself do not count; a benchmark's difference before and after
+        an operation is what the operation moved to this rank.
+        """
+        return 0 if self._fetcher is None else self._fetcher.fetched_bytes
+
     # -- lifetime -------------------------------------------------------------------------
 
     @property

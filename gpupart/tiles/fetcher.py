@@ -80,6 +80,7 @@ class Fetcher:
         # the receives they post (tile bytes carry no MAC: see gpupart.comm.auth).
         self._seq = secrets.randbits(35)
         self._seq_lock = threading.Lock()
+        self.fetched_bytes = 0  # bytes requested from other ranks (guarded by _seq_lock)
         self._drain_byte = np.zeros(1, dtype=np.uint8)
         self._drains: list[Any] = []
         self._closed = False
@@ -256,6 +257,8 @@ class Fetcher:
         opts = self._options
         mine = records if len(where) == len(records) else records[where]
         nbytes, tile_ids, kinds = mine["nbytes"], mine["tile_id"], mine["kind"]
+        with self._seq_lock:
+            self.fetched_bytes += int(nbytes.sum())
         receives = []
         bounds = request_bounds(nbytes, opts.pack_threshold, opts.pack_limit)
         for lo, hi in itertools.pairwise(bounds):

@@ -26,7 +26,10 @@ def buffers(handles):
 
 # get(out=...): every result *is* the buffer given for it, filled with the tile.
 outs = buffers(table[right])
+before = rt.bytes_fetched
 got = rt.get(table[right], out=outs, timeout=120)
+moved = sum(h.nbytes for h in table[right]) if right != rank else 0
+expect(rt.bytes_fetched - before == moved, f"bytes_fetched grew by {rt.bytes_fetched - before}")
 for i, (arr, buf) in enumerate(zip(got, outs, strict=True)):
     expect(arr is buf, f"get: result {i} is not out[{i}]")
     check_tile(f"out[{i}] from rank {right}", buf, expected(right, i), table[right][i].order)
