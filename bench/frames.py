@@ -2,25 +2,29 @@
 
 One command runs them all on this machine, on the same parquet dataset::
 
-    python bench/frames.py [--rows 20000000] [--ranks 2] [--reps 3] [--quick]
+    python bench/frames.py [--rows 10000000] [--ranks 2] [--reps 3] [--quick]
 
-* Data: a parquet dataset written once per run (``--files`` files of row groups of 1 M rows):
-  ``key`` (int64, ``--keys`` distinct values, uniform), ``hot`` (int64, half the rows on one
-  value: the skewed key), ``x``, ``y`` (float64), ``tag`` (string, 100 values); and a small
-  dimension table ``dim`` (``key``, ``w``: one row per key) for the join.
-* Operations: ``read_parquet`` (the whole dataset), ``groupby(key).agg(sum x, mean y)``,
-  ``groupby(hot).agg(sum x)`` (skewed), ``merge(dim, on=key)`` (a hash join of the two; the
-  small side is not broadcast, so it measures the shuffle), ``sort_values(x)``.
+* Data: ``--files`` parquet files (row groups of 1 M rows) of ``k3``, ``k6`` (int64 keys,
+  10^3 and 10^6 distinct values, uniform), ``kz`` (Zipf(1.5) keys folded into 10^6 values:
+  the skewed key), ``x``, ``y`` and eight more float64 columns (~1 GB in memory at 10^7
+  rows); and ``dim`` (one row per key in 0..10^6: ``k``, ``w``) for the joins.
+* Operations: ``read_parquet`` (everything), then on ``k3, k6, kz, x, y`` read once:
+  ``groupby(k).agg(sum x, mean y)`` on 10^3, 10^6 and the skewed keys, ``merge(dim)`` on
+  ``k6`` and on ``kz`` (hash joins: the small side is not broadcast, so they measure the
+  shuffle), ``sort_values(x)``; and ``read_parquet`` of ``--plan-files`` one-row files
+  (planning: footers only, goal <= 2 s).
 * gpupart: ``gpupart run -n RANKS --cpu -- python bench/frames.py --worker PARAMS.json``;
-  every rank reads its row groups; each operation is timed until every rank has its part of
-  the result (a barrier; results stay distributed). pandas, polars and DuckDB: the same
-  operations in this process on the whole data (polars/DuckDB use their own threads).
-  dask.dataframe: a ``LocalCluster`` of RANKS single-threaded worker processes; each
-  operation is ``.persist()``-ed and waited for, so results also stay distributed.
+  each operation is timed until every rank has its part of the result (results stay
+  distributed), with the bytes each rank fetched from the others (``Runtime.bytes_fetched``)
+  and each rank's peak RSS. pandas (reading: pyarrow ``read_table`` + ``to_pandas``, all
+  threads), polars and DuckDB run the same operations in this process on the whole data;
+  dask.dataframe on a ``LocalCluster`` of RANKS single-threaded worker processes, each result
+  ``.persist()``-ed and waited for.
 
 Each operation runs once untimed, then ``--reps`` times; the median is reported with min/max
-and the speed-up of gpupart over each peer (peer time / gpupart time). The goal: >= 1.5x
-dask.dataframe on every operation. Writes ``DIR/frames[-quick].json`` and prints a table.
+and the speed-up of gpupart over each peer (peer time / gpupart time). Goals (issue "frames"):
+read >= 1.0x pyarrow and >= 2x dask; groupby/merge/sort >= 1.0x pandas and >= 3x dask; the
+skewed groupby/merge within 1.3x of the uniform ones. Writes ``DIR/frames[-quick].json``.
 """
 
 from __future__ import annotations
@@ -41,37 +45,54 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _peers
 
-OPS = ("read_parquet", "groupby key", "groupby hot (skewed)", "merge dim", "sort_values x")
+OPS = (
+    "read_parquet",
+    "groupby 10^3 keys",
+    "groupby 10^6 keys",
+    "groupby Zipf keys",
+    "merge 10^6 keys",
+    "merge Zipf keys",
+    "sort_values x",
+    "plan many files",
+)
 PEERS = ("pandas", "polars", "duckdb", "dask")
-GOALS = {("dask", op): 1.5 for op in OPS}
+GOALS = {
+    ("pandas", "read_parquet"): 1.0,
+    ("dask", "read_parquet"): 2.0,
+    **{("pandas", op): 1.0 for op in OPS[1:7]},
+    **{("dask", op): 3.0 for op in OPS[1:7]},
+}
+SKEW = {"groupby Zipf keys": "groupby 10^6 keys", "merge Zipf keys": "merge 10^6 keys"}
+KEYS = 1_000_000
+WORK = ["k3", "k6", "kz", "x", "y"]  # the columns the operations after reading use
 
 
-def write_dataset(root: Path, rows: int, keys: int, files: int, seed: int) -> None:
-    """Write ``root/data`` (``files`` parquet files) and ``root/dim.parquet``."""
+def write_dataset(root: Path, rows: int, files: int, plan_files: int, seed: int) -> None:
+    """Write ``root/data`` (``files`` files), ``root/dim.parquet`` and ``root/many``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
     data = root / "data"
     data.mkdir(parents=True)
-    tags = np.array([f"tag-{i:03d}" for i in range(100)], dtype=object)
     per_file = -(-rows // files)
     for f in range(files):
         n = min(per_file, rows - f * per_file)
-        hot = rng.integers(0, keys, n)
-        hot[rng.random(n) < 0.5] = 7
-        table = pa.table(
-            {
-                "key": rng.integers(0, keys, n),
-                "hot": hot,
-                "x": rng.standard_normal(n),
-                "y": rng.random(n),
-                "tag": pa.array(tags[rng.integers(0, len(tags), n)], pa.string()),
-            }
-        )
-        pq.write_table(table, data / f"part.{f:04d}.parquet", row_group_size=1_000_000)
-    dim = pa.table({"key": np.arange(keys, dtype=np.int64), "w": rng.random(keys)})
+        columns = {
+            "k3": rng.integers(0, 1000, n),
+            "k6": rng.integers(0, KEYS, n),
+            "kz": (rng.zipf(1.5, n) - 1) % KEYS,
+            "x": rng.standard_normal(n),
+            "y": rng.random(n),
+            **{f"f{j}": rng.random(n) for j in range(8)},
+        }
+        pq.write_table(pa.table(columns), data / f"part.{f:04d}.parquet", row_group_size=1 << 20)
+    dim = pa.table({"k": np.arange(KEYS, dtype=np.int64), "w": rng.random(KEYS)})
     pq.write_table(dim, root / "dim.parquet")
+    many = root / "many"
+    many.mkdir()
+    for f in range(plan_files):
+        pq.write_table(pa.table({"a": [f], "b": [float(f)]}), many / f"part.{f:05d}.parquet")
 
 
 def _time(fn: Callable[[], Any], reps: int, sync: Callable[[], Any]) -> list[float]:
@@ -88,24 +109,38 @@ def _time(fn: Callable[[], Any], reps: int, sync: Callable[[], Any]) -> list[flo
 
 def worker(params_path: str) -> None:
     """One gpupart rank: time every operation; rank 0 writes the result."""
+    import resource
+
     import gpupart
 
     params = json.loads(Path(params_path).read_text())
     rt = gpupart.init()
     root = Path(params["root"])
-    df = gpupart.read_parquet(str(root / "data"))
-    dim = gpupart.read_parquet(str(root / "dim.parquet"))
+    df = gpupart.read_parquet(root / "data", columns=WORK)
+    dim = gpupart.read_parquet(root / "dim.parquet")
     ops: dict[str, Callable[[], Any]] = {
-        "read_parquet": lambda: gpupart.read_parquet(str(root / "data")),
-        "groupby key": lambda: df.groupby("key").agg(x=("x", "sum"), y=("y", "mean")),
-        "groupby hot (skewed)": lambda: df.groupby("hot").agg(x=("x", "sum")),
-        "merge dim": lambda: df.merge(dim, on="key", broadcast=False),
+        "read_parquet": lambda: gpupart.read_parquet(root / "data"),
+        "groupby 10^3 keys": lambda: df.groupby("k3").agg(x=("x", "sum"), y=("y", "mean")),
+        "groupby 10^6 keys": lambda: df.groupby("k6").agg(x=("x", "sum"), y=("y", "mean")),
+        "groupby Zipf keys": lambda: df.groupby("kz").agg(x=("x", "sum"), y=("y", "mean")),
+        "merge 10^6 keys": lambda: df.merge(dim, left_on="k6", right_on="k", broadcast=False),
+        "merge Zipf keys": lambda: df.merge(dim, left_on="kz", right_on="k", broadcast=False),
         "sort_values x": lambda: df.sort_values("x"),
+        "plan many files": lambda: gpupart.read_parquet(root / "many"),
     }
-    result: dict[str, Any] = {"ranks": rt.size, "rows": int(sum(df.partition_sizes)), "times": {}}
+    result: dict[str, Any] = {"ranks": rt.size, "times": {}, "fetched": {}}
     for name, fn in ops.items():
+        before = rt.bytes_fetched
         times = _time(fn, params["reps"], rt.barrier)
+        moved = (rt.bytes_fetched - before) // (params["reps"] + 1)
         result["times"][name] = [max(t) for t in zip(*rt.allgather(times), strict=True)]
+        result["fetched"][name] = rt.allgather(int(moved))
+    whole = gpupart.read_parquet(root / "data")
+    local = sum(int(p.memory_usage(deep=True).sum()) for p in whole.local_partitions.values())
+    result["read_bytes_per_rank"] = rt.allgather(local)
+    del whole
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    result["peak_rss_per_rank"] = rt.allgather(int(peak))
     if rt.rank == 0:
         Path(params["result"]).write_text(json.dumps(result))
     rt.close()
@@ -125,18 +160,21 @@ def run_gpupart(params: dict, env: dict[str, str], timeout: float) -> dict:
 
 def run_pandas(root: Path, reps: int) -> dict:
     import pandas as pd
+    import pyarrow.parquet as pq
 
-    df = pd.read_parquet(root / "data")
+    df = pd.read_parquet(root / "data", columns=WORK)
     dim = pd.read_parquet(root / "dim.parquet")
+
+    def agg(key: str) -> Any:
+        return df.groupby(key, as_index=False, sort=False).agg(x=("x", "sum"), y=("y", "mean"))
+
     ops = {
-        "read_parquet": lambda: pd.read_parquet(root / "data"),
-        "groupby key": lambda: df.groupby("key", as_index=False, sort=False).agg(
-            x=("x", "sum"), y=("y", "mean")
-        ),
-        "groupby hot (skewed)": lambda: df.groupby("hot", as_index=False, sort=False).agg(
-            x=("x", "sum")
-        ),
-        "merge dim": lambda: df.merge(dim, on="key"),
+        "read_parquet": lambda: pq.read_table(root / "data").to_pandas(),
+        "groupby 10^3 keys": lambda: agg("k3"),
+        "groupby 10^6 keys": lambda: agg("k6"),
+        "groupby Zipf keys": lambda: agg("kz"),
+        "merge 10^6 keys": lambda: df.merge(dim, left_on="k6", right_on="k"),
+        "merge Zipf keys": lambda: df.merge(dim, left_on="kz", right_on="k"),
         "sort_values x": lambda: df.sort_values("x", kind="stable"),
     }
     return {name: _time(fn, reps, lambda: None) for name, fn in ops.items()}
@@ -148,13 +186,19 @@ def run_polars(root: Path, reps: int) -> dict:
     except ImportError:
         return {"skipped": "polars not installed (pip install -e .[bench])"}
     files = str(root / "data" / "*.parquet")
-    df = pl.read_parquet(files)
+    df = pl.read_parquet(files, columns=WORK)
     dim = pl.read_parquet(root / "dim.parquet")
+
+    def agg(key: str) -> Any:
+        return df.group_by(key).agg(pl.col("x").sum(), pl.col("y").mean())
+
     ops = {
         "read_parquet": lambda: pl.read_parquet(files),
-        "groupby key": lambda: df.group_by("key").agg(pl.col("x").sum(), pl.col("y").mean()),
-        "groupby hot (skewed)": lambda: df.group_by("hot").agg(pl.col("x").sum()),
-        "merge dim": lambda: df.join(dim, on="key"),
+        "groupby 10^3 keys": lambda: agg("k3"),
+        "groupby 10^6 keys": lambda: agg("k6"),
+        "groupby Zipf keys": lambda: agg("kz"),
+        "merge 10^6 keys": lambda: df.join(dim, left_on="k6", right_on="k"),
+        "merge Zipf keys": lambda: df.join(dim, left_on="kz", right_on="k"),
         "sort_values x": lambda: df.sort("x", maintain_order=True),
     }
     return {name: _time(fn, reps, lambda: None) for name, fn in ops.items()}
@@ -167,14 +211,17 @@ def run_duckdb(root: Path, reps: int) -> dict:
         return {"skipped": "duckdb not installed (pip install -e .[bench])"}
     con = duckdb.connect()
     files = str(root / "data" / "*.parquet")
-    con.execute(f"CREATE TABLE df AS SELECT * FROM read_parquet('{files}')")
+    con.execute(f"CREATE TABLE df AS SELECT {', '.join(WORK)} FROM read_parquet('{files}')")
     con.execute(f"CREATE TABLE dim AS SELECT * FROM read_parquet('{root / 'dim.parquet'}')")
     into = "CREATE OR REPLACE TABLE r AS "  # results materialised in DuckDB's own format
     queries = {
         "read_parquet": f"{into} SELECT * FROM read_parquet('{files}')",
-        "groupby key": f"{into} SELECT key, sum(x), avg(y) FROM df GROUP BY key",
-        "groupby hot (skewed)": f"{into} SELECT hot, sum(x) FROM df GROUP BY hot",
-        "merge dim": f"{into} SELECT * FROM df JOIN dim USING (key)",
+        **{
+            f"groupby {label} keys": f"{into} SELECT {k}, sum(x), avg(y) FROM df GROUP BY {k}"
+            for label, k in (("10^3", "k3"), ("10^6", "k6"), ("Zipf", "kz"))
+        },
+        "merge 10^6 keys": f"{into} SELECT * FROM df JOIN dim ON df.k6 = dim.k",
+        "merge Zipf keys": f"{into} SELECT * FROM df JOIN dim ON df.kz = dim.k",
         "sort_values x": f"{into} SELECT * FROM df ORDER BY x",
     }
     out = {
@@ -197,18 +244,20 @@ def run_dask(root: Path, ranks: int, reps: int) -> dict:
         ) as cluster,
         Client(cluster),
     ):
-        df = dd.read_parquet(str(root / "data")).persist()
+        df = dd.read_parquet(str(root / "data"), columns=WORK).persist()
         dim = dd.read_parquet(str(root / "dim.parquet")).persist()
         wait([df, dim])
+
+        def agg(key: str) -> Any:
+            return df.groupby(key, sort=False).agg(x=("x", "sum"), y=("y", "mean"), split_out=ranks)
+
         ops = {
             "read_parquet": lambda: dd.read_parquet(str(root / "data")),
-            "groupby key": lambda: df.groupby("key", sort=False).agg(
-                x=("x", "sum"), y=("y", "mean"), split_out=ranks
-            ),
-            "groupby hot (skewed)": lambda: df.groupby("hot", sort=False).agg(
-                x=("x", "sum"), split_out=ranks
-            ),
-            "merge dim": lambda: df.merge(dim, on="key", shuffle_method="tasks"),
+            "groupby 10^3 keys": lambda: agg("k3"),
+            "groupby 10^6 keys": lambda: agg("k6"),
+            "groupby Zipf keys": lambda: agg("kz"),
+            "merge 10^6 keys": lambda: df.merge(dim, left_on="k6", right_on="k"),
+            "merge Zipf keys": lambda: df.merge(dim, left_on="kz", right_on="k"),
             "sort_values x": lambda: df.sort_values("x"),
         }
         return {
@@ -220,10 +269,12 @@ def run_dask(root: Path, ranks: int, reps: int) -> dict:
 def summarize(report: dict) -> list[dict]:
     rows = []
     ours = report["gpupart"].get("times", {})
+    fetched = report["gpupart"].get("fetched", {})
     for op in OPS:
         row: dict[str, Any] = {"op": op}
         if op in ours:
             row["gpupart"] = _peers.stats(ours[op])
+            row["fetched_mb_per_rank"] = [b / 1e6 for b in fetched.get(op, [])]
         for peer in PEERS:
             times = report.get(peer, {})
             if isinstance(times, dict) and op in times:
@@ -232,8 +283,17 @@ def summarize(report: dict) -> list[dict]:
                     row[f"vs_{peer}"] = row[peer]["median"] / row["gpupart"]["median"]
                     if (peer, op) in GOALS:
                         row[f"goal_{peer}"] = row[f"vs_{peer}"] >= GOALS[(peer, op)]
+        if op in SKEW and op in ours and SKEW[op] in ours:
+            row["vs_uniform"] = row["gpupart"]["median"] / _peers.stats(ours[SKEW[op]])["median"]
+            row["goal_skew"] = row["vs_uniform"] <= 1.3
+        if op == "plan many files" and "gpupart" in row:
+            row["goal_plan"] = row["gpupart"]["median"] <= 2.0
         rows.append(row)
     return rows
+
+
+def _cell(stats: dict | None) -> str:
+    return f"{stats['median']:.3f} ({stats['min']:.3f}-{stats['max']:.3f})" if stats else "-"
 
 
 def print_report(report: dict) -> None:
@@ -242,14 +302,12 @@ def print_report(report: dict) -> None:
         f"\nDistributed frames, {params['rows']:,} rows, {params['ranks']} ranks"
         " (seconds, median (min-max); speed-up = peer / gpupart)\n"
     )
-    head = ["op", "gpupart", *PEERS, *(f"vs {p}" for p in PEERS)]
+    head = ["op", "gpupart", *PEERS, *(f"vs {p}" for p in PEERS), "fetched MB/rank"]
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" if i == 0 else "--:" for i in range(len(head))) + "|")
     for row in report["summary"]:
-        cells = [row["op"]]
-        for key in ("gpupart", *PEERS):
-            s = row.get(key)
-            cells.append(f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f})" if s else "-")
+        cells = [row["op"], _cell(row.get("gpupart"))]
+        cells += [_cell(row.get(peer)) for peer in PEERS]
         for peer in PEERS:
             if f"vs_{peer}" not in row:
                 cells.append("-")
@@ -259,15 +317,40 @@ def print_report(report: dict) -> None:
                 goal = GOALS[(peer, row["op"])]
                 mark = f" (>= {goal}: {'PASS' if row[f'goal_{peer}'] else 'FAIL'})"
             cells.append(f"{row[f'vs_{peer}']:.2f}x{mark}")
+        cells.append(", ".join(f"{m:.0f}" for m in row.get("fetched_mb_per_rank", [])) or "-")
         print("| " + " | ".join(cells) + " |")
+    print()
+    for row in report["summary"]:
+        if "vs_uniform" in row:
+            mark = "PASS" if row["goal_skew"] else "FAIL"
+            print(f"{row['op']}: {row['vs_uniform']:.2f}x the uniform keys' time (<= 1.3: {mark})")
+        if "goal_plan" in row:
+            mark = "PASS" if row["goal_plan"] else "FAIL"
+            print(
+                f"read_parquet of {params['plan_files']:,} one-row files:"
+                f" {row['gpupart']['median']:.2f} s (<= 2 s: {mark})"
+            )
+    ours = report["gpupart"]
+    if "read_bytes_per_rank" in ours:
+        per_rank = ours["read_bytes_per_rank"]
+        spread = max(per_rank) / max(np.mean(per_rank), 1) - 1
+        print(
+            "read_parquet bytes per rank: "
+            + ", ".join(f"{b / 1e6:.0f} MB" for b in per_rank)
+            + f" (largest {spread:+.1%} of the mean)"
+        )
+        print(
+            "peak RSS per rank: "
+            + ", ".join(f"{b / 1e9:.2f} GB" for b in ours["peak_rss_per_rank"])
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--rows", type=int, default=20_000_000, help="rows of the dataset")
-    parser.add_argument("--keys", type=int, default=1_000_000, help="distinct keys")
+    parser.add_argument("--rows", type=int, default=10_000_000, help="rows of the dataset")
     parser.add_argument("--files", type=int, default=8, help="parquet files")
+    parser.add_argument("--plan-files", type=int, default=10_000, help="one-row files to plan")
     parser.add_argument("--ranks", type=int, default=2, help="gpupart ranks and dask workers")
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions")
     parser.add_argument("--quick", action="store_true", help="10x smaller data, 2 repetitions")
@@ -280,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     scale = 10 if args.quick else 1
     params = {
         "rows": args.rows // scale,
-        "keys": max(args.keys // scale, 10),
         "files": args.files,
+        "plan_files": args.plan_files // scale,
         "ranks": args.ranks,
         "reps": 2 if args.quick else args.reps,
         "seed": 20261201,
@@ -299,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gpupart-frames-") as tmp:
         root = Path(tmp)
         print("[bench] writing the dataset ...", file=sys.stderr, flush=True)
-        write_dataset(root, params["rows"], params["keys"], params["files"], params["seed"])
+        write_dataset(root, params["rows"], params["files"], params["plan_files"], params["seed"])
         print("[bench] gpupart ...", file=sys.stderr, flush=True)
         report["gpupart"] = run_gpupart(
             dict(params, root=str(root)), _peers.peer_env(None, {}), timeout=3600
