@@ -616,7 +616,9 @@ def _full_categories(frame: Any, rd: _Reader) -> Any:
         empty = pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), dictionary)
         categories = empty.to_pandas().dtype.categories
         current = frame[name].dtype.categories
-        if len(current) != len(categories) or not bool((current == categories).all()):
+        if hasattr(current, "to_pandas"):  # cuDF
+            current = current.to_pandas()
+        if not (current.equals(categories) and current.dtype == categories.dtype):
             frame[name] = frame[name].cat.set_categories(categories)
     return frame
 
