@@ -63,6 +63,7 @@ __all__ = [
     "full",
     "init",
     "linspace",
+    "ml",
     "ones",
     "protocol",
     "random",
@@ -75,6 +76,7 @@ __all__ = [
 # Public names resolved on first use, so that `import gpupart` stays light.
 _LAZY = {
     "protocol": ("gpupart.protocol", None),
+    "ml": ("gpupart.ml", None),
     "topology": ("gpupart.topology", None),
     "backend": ("gpupart.backend", None),
     "init": ("gpupart.core", "init"),
