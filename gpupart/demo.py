@@ -1,16 +1,14 @@
 """The main job: write a parquet dataset, read it across ranks, fit a distributed model.
 
 Run it on one machine with ``gpupart run -n 3 -- python -m gpupart.demo`` (any number of
-ranks works, one process as well). Each rank reads a byte-balanced share of the dataset's
-row groups straight into its device (NumPy here, CuPy on a GPU), registers its block of
-the feature matrix as its block of a :class:`gpupart.DistArray` (no copy), and the job
-exports the whole matrix through ``__partitioned__`` (validated strictly). A linear
+ranks works, one process as well). ``gpupart.read_parquet`` gives each rank a balanced share
+of the dataset's row groups, read straight into its device (pandas here, cuDF on a GPU); a
+distributed groupby summarises the rows by segment (one shuffle of partial aggregates); the
+feature columns become a :class:`gpupart.DistArray` (each rank's block stays where it was
+read) that the job exports through ``__partitioned__`` (validated strictly). A linear
 regression is then fitted where the data lives: ``X.T @ X`` and ``X.T @ y`` each all-reduce
-one small matrix. Finally every
-rank fetches its neighbour's tile to show consumer-scheduled transfer throughput.
-
-Until ``gpupart.read_parquet`` lands the reading step calls pyarrow directly (row groups
-split across ranks, balanced by bytes, exactly as read_parquet will).
+one small matrix. Finally every rank fetches its neighbour's tile to show consumer-scheduled
+transfer throughput.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ import gpupart
 from gpupart import protocol
 
 FEATURES = 8
+SEGMENTS = ("north", "south", "east", "west")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -66,51 +65,13 @@ def write_dataset(path: Path, rows: int, files: int, row_groups: int, seed: int)
             break
         x = rng.standard_normal((n, FEATURES))
         y = x @ w[:-1] + w[-1] + 0.01 * rng.standard_normal(n)
-        table = pa.table({**{f"x{j}": x[:, j] for j in range(FEATURES)}, "y": y})
+        segment = pa.array(np.array(SEGMENTS)[rng.integers(0, len(SEGMENTS), n)], pa.string())
+        columns = {f"x{j}": x[:, j] for j in range(FEATURES)}
+        table = pa.table({**columns, "y": y, "segment": segment})
         target = path / f"part-{f:03d}.parquet"
         pq.write_table(table, target, row_group_size=-(-n // row_groups))
         total += target.stat().st_size
     return total
-
-
-def assign_row_groups(path: Path, size: int) -> list[list[tuple[str, int, int]]]:
-    """Split every file's row groups across ``size`` ranks, balanced by compressed bytes."""
-    import pyarrow.parquet as pq
-
-    groups = []
-    for file in sorted(path.glob("*.parquet")):
-        meta = pq.ParquetFile(file).metadata
-        for g in range(meta.num_row_groups):
-            rg = meta.row_group(g)
-            groups.append((str(file), g, rg.total_byte_size, rg.num_rows))
-    shares: list[list[tuple[str, int, int]]] = [[] for _ in range(size)]
-    loads = [0] * size
-    for file, g, nbytes, nrows in sorted(groups, key=lambda item: -item[2]):
-        rank = loads.index(min(loads))
-        shares[rank].append((file, g, nrows))
-        loads[rank] += nbytes
-    for share in shares:
-        share.sort()
-    return shares
-
-
-def read_share(share: list[tuple[str, int, int]], rt: gpupart.Runtime) -> tuple[Any, Any, int]:
-    """Read this rank's row groups into (X, y) on the rank's device; returns bytes read."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tables = []
-    for file, group, _rows in share:
-        tables.append(pq.ParquetFile(file).read_row_group(group))
-    columns = [f"x{j}" for j in range(FEATURES)]
-    if not tables:
-        xp = rt.backend.xp
-        return xp.empty((0, FEATURES)), xp.empty((0,)), 0
-    table = pa.concat_tables(tables)
-    x = np.column_stack([table.column(c).to_numpy() for c in columns])
-    y = table.column("y").to_numpy()
-    xp = rt.backend.xp
-    return xp.asarray(x), xp.asarray(y), table.nbytes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,24 +92,32 @@ def main(argv: list[str] | None = None) -> int:
         )
         data_dir = Path(data_dir)
 
-        # 1. read: byte-balanced row groups per rank, straight onto the rank's device
-        shares = assign_row_groups(data_dir, rt.size)
+        # 1. read: row groups balanced over the ranks, each read straight onto its device
         rt.barrier()
         t0 = time.perf_counter()
-        x, y, nbytes = read_share(shares[rt.rank], rt)
-        rt.barrier()
+        df = gpupart.read_parquet(data_dir)
+        rows = sum(df.partition_sizes)  # learnt once, collectively
         read_s = time.perf_counter() - t0
-        read_bytes = int(rt.allreduce(np.array([nbytes]))[0])
+        local_bytes = sum(
+            int(p.memory_usage(deep=True).sum()) for p in df.local_partitions.values()
+        )
+        read_bytes = int(rt.allreduce(np.array([local_bytes]))[0])
 
-        # 2. the feature matrix as a DistArray: each rank's block stays where it was read
-        #    (no copy); the job exports it through __partitioned__ (validated strictly)
-        xp = rt.backend.xp
-        xb = xp.concatenate([x, xp.ones((x.shape[0], 1), dtype=x.dtype)], axis=1)
-        features, target = gpupart.from_local(xb, axis=0), gpupart.from_local(y, axis=0)
+        # 2. a distributed groupby: partial aggregates per rank, one shuffle of the partials
+        t0 = time.perf_counter()
+        by_segment = df.groupby("segment").agg(rows=("y", "size"), mean_y=("y", "mean"))
+        segments = by_segment.to_pandas().sort_values("segment")  # a few rows, every rank
+        groupby_s = time.perf_counter() - t0
+
+        # 3. the feature matrix as a DistArray: each rank's rows stay where they were read;
+        #    the job exports it through __partitioned__ (validated strictly)
+        columns = [f"x{j}" for j in range(FEATURES)]
+        features = df.assign(bias=1.0).to_array([*columns, "bias"])
+        target = df["y"].to_array()
         view = protocol.validate(features.__partitioned__, strict=True)
-        handles = [features.handles()[(r, 0)] for r in range(rt.size)]
+        handles = [h for _, h in sorted(features.handles().items())]
 
-        # 3. fit a linear regression where the data lives: X.T @ X and X.T @ y are each
+        # 4. fit a linear regression where the data lives: X.T @ X and X.T @ y are each
         #    one all-reduce of a small matrix; every rank holds the (replicated) results
         t0 = time.perf_counter()
         gram, moment = features.T @ features, features.T @ target
@@ -156,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         fit_s = time.perf_counter() - t0
         coef_err = float(np.max(np.abs(coef - true_weights())))
 
-        # 4. consumer-scheduled fetch: every rank pulls its neighbour's tile (median of 3,
+        # 5. consumer-scheduled fetch: every rank pulls its neighbour's tile (median of 3,
         #    into one reused buffer, so first-touch page faults are not what is measured)
         neighbour = handles[(rt.rank + 1) % rt.size]
         landing = rt.backend.empty(neighbour.shape, np.dtype(neighbour.dtype))
@@ -167,27 +136,31 @@ def main(argv: list[str] | None = None) -> int:
             fetched = rt.get(neighbour, out=landing if neighbour.owner != rt.rank else None)
             times.append(time.perf_counter() - t0)
         fetch_s = sorted(times)[1]
-        checksums = rt.allgather(float(_host(xb.sum())))
+        local_sum = sum(float(_host(t.sum())) for t in features.local_tiles.values())
+        checksums = rt.allgather(local_sum)
         ok = bool(np.isclose(float(_host(fetched.sum())), checksums[neighbour.owner]))
+        ok = ok and int(segments["rows"].sum()) == rows
         fetch_gbps = rt.allgather(neighbour.nbytes / fetch_s / 1e9 if fetch_s > 0 else 0.0)
         all_ok = all(rt.allgather(ok))
         del features, target  # releases the exported tiles
-        total_s = time.perf_counter() - t_start
         if rt.rank == 0:
-            _summary(
-                rt,
-                view,
-                written,
-                write_s,
-                read_bytes,
-                read_s,
-                coef,
-                coef_err,
-                fit_s,
-                fetch_gbps,
-                all_ok,
-                total_s,
-            )
+            results = {
+                "written": written,
+                "write_s": write_s,
+                "rows": rows,
+                "read_bytes": read_bytes,
+                "read_s": read_s,
+                "segments": segments,
+                "groupby_s": groupby_s,
+                "view": view,
+                "coef": coef,
+                "coef_err": coef_err,
+                "fit_s": fit_s,
+                "fetch_gbps": fetch_gbps,
+                "ok": all_ok,
+                "total_s": time.perf_counter() - t_start,
+            }
+            _summary(rt, results)
         rt.barrier()
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)
@@ -198,45 +171,43 @@ def _host(a: Any) -> np.ndarray:
     return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
-def _summary(
-    rt: gpupart.Runtime,
-    view: protocol.PartitionedView,
-    written: int,
-    write_s: float,
-    read_bytes: int,
-    read_s: float,
-    coef: np.ndarray,
-    coef_err: float,
-    fit_s: float,
-    fetch_gbps: list[float],
-    ok: bool,
-    total_s: float,
-) -> None:
+def _summary(rt: gpupart.Runtime, r: dict[str, Any]) -> None:
+    """Print what each step did (rank 0)."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"gpupart demo — {rt.size} rank(s), device {rt.backend.name}")
     table.add_column("step")
     table.add_column("result", justify="right")
-    table.add_row("dataset written", f"{written / 1e6:.1f} MB parquet in {write_s:.2f} s")
+    table.add_row("dataset written", f"{r['written'] / 1e6:.1f} MB parquet in {r['write_s']:.2f} s")
     table.add_row(
-        "read (all ranks)",
-        f"{read_bytes / 1e6:.1f} MB in {read_s:.3f} s"
-        f" = {read_bytes / max(read_s, 1e-9) / 1e9:.2f} GB/s",
+        "read_parquet (all ranks)",
+        f"{r['rows']:,} rows, {r['read_bytes'] / 1e6:.1f} MB in memory in {r['read_s']:.3f} s"
+        f" = {r['read_bytes'] / max(r['read_s'], 1e-9) / 1e9:.2f} GB/s",
     )
+    counts = ", ".join(
+        f"{seg}: {n:,} (mean y {m:+.3f})"
+        for seg, n, m in zip(
+            r["segments"]["segment"], r["segments"]["rows"], r["segments"]["mean_y"], strict=True
+        )
+    )
+    table.add_row("groupby(segment)", f"{counts} in {r['groupby_s'] * 1e3:.0f} ms")
+    view = r["view"]
     table.add_row(
         "feature matrix", f"{view.shape} in a {view.tiling} grid (strict __partitioned__)"
     )
-    table.add_row("linear fit", f"max |coef - truth| = {coef_err:.2e} in {fit_s * 1e3:.1f} ms")
-    table.add_row("coefficients", np.array2string(coef, precision=3))
+    table.add_row(
+        "linear fit", f"max |coef - truth| = {r['coef_err']:.2e} in {r['fit_s'] * 1e3:.1f} ms"
+    )
+    table.add_row("coefficients", np.array2string(r["coef"], precision=3))
     table.add_row(
         "neighbour fetch (median of 3)",
-        ", ".join(f"r{r}: {g:.2f} GB/s" for r, g in enumerate(fetch_gbps))
+        ", ".join(f"r{k}: {g:.2f} GB/s" for k, g in enumerate(r["fetch_gbps"]))
         if rt.size > 1
         else "(one rank)",
     )
-    table.add_row("tiles verified", "yes" if ok else "NO")
-    table.add_row("total", f"{total_s:.2f} s (pid {os.getpid()})")
+    table.add_row("tiles and counts verified", "yes" if r["ok"] else "NO")
+    table.add_row("total", f"{r['total_s']:.2f} s (pid {os.getpid()})")
     Console(width=110).print(table)
 
 
