@@ -363,18 +363,30 @@ class DistSeries(_Partitioned):
     def _binary(self, other: Any, op: Callable[[Any, Any], Any], name: str) -> DistSeries:
         if isinstance(other, DistSeries):
             self._aligned(other, "other")
-            meta = _keep_name(op(self.meta, other.meta), self.meta)
-            parts = {
-                i: _keep_name(op(p, other._parts[i]), self.meta) for i, p in self._parts.items()
-            }
-            return DistSeries(self._rt, meta, self.layout, parts)
-        if isinstance(other, _Partitioned):
+
+            def apply(p: Any, i: int | None) -> Any:
+                return _keep_name(op(p, other.meta if i is None else other._parts[i]), self.meta)
+
+        elif isinstance(other, _Partitioned):
             raise TypeError(f"other: expected a DistSeries or a scalar for {name}, found a frame")
-        if np.ndim(other) != 0:
+        elif np.ndim(other) != 0:
             raise TypeError(
                 f"other: expected a DistSeries or a scalar for {name}, found {type(other).__name__}"
             )
-        return self._rowwise(lambda s: op(s, other))
+        else:
+
+            def apply(p: Any, i: int | None) -> Any:
+                return op(p, other)
+
+        meta = apply(self.meta, None)
+        if name in ("floordiv", "mod", "pow") and _may_widen(meta.dtype):
+            # a zero divisor makes pandas' results float64, a negative power of ints raises:
+            # only where such values are, so the ranks agree on the outcome (one all-gather)
+            from gpupart.containers import frame_ops
+
+            return frame_ops.agreed(self, apply, name)
+        parts = {i: apply(p, i) for i, p in self._parts.items()}
+        return DistSeries(self._rt, meta, self.layout, parts)
 
     def __invert__(self) -> DistSeries:
         return self._rowwise(operator.invert)
@@ -396,28 +408,17 @@ class DistSeries(_Partitioned):
     # -- reductions -------------------------------------------------------------------------
 
     def _reduce(self, name: str) -> Any:
-        """Reduce every partition locally, then combine the ranks' partials (collective)."""
-        rt = self._rt
-        parts = list(self._parts.values())
-        if name in ("sum", "count", "min", "max"):
-            partial = [getattr(p, name)() for p in parts if len(p)]
-            partial = [v for v in partial if not _is_missing(v)]
-            gathered = [v for vs in rt.allgather([_scalar(v) for v in partial]) for v in vs]
-            if name == "count":
-                return int(sum(gathered))
-            if name == "sum":
-                return _empty_sum(self.meta) if not gathered else _sum(gathered)
-            if not gathered:
-                return float("nan")
-            return min(gathered) if name == "min" else max(gathered)
-        raise NotImplementedError(f"{name} is not provided for DistSeries (yet)")
+        """Reduce like pandas' ``Series.<name>()`` (collective; see ``frame_ops``)."""
+        from gpupart.containers import frame_ops
+
+        return frame_ops.series_reduce(self, name)
 
     def sum(self) -> Any:
-        """Sum of the non-null values (collective; one all-gather of the ranks' partials)."""
+        """Sum of the non-null values (collective; one all-gather of the partitions' sums)."""
         return self._reduce("sum")
 
-    def count(self) -> int:
-        """Return the number of non-null values (collective)."""
+    def count(self) -> Any:
+        """Return the number of non-null values (a NumPy int64, as pandas; collective)."""
         return self._reduce("count")
 
     def min(self) -> Any:
@@ -428,13 +429,9 @@ class DistSeries(_Partitioned):
         """Largest non-null value (collective)."""
         return self._reduce("max")
 
-    def mean(self) -> float:
+    def mean(self) -> Any:
         """Mean of the non-null values (collective)."""
-        rt = self._rt
-        local = [(float(p.sum()), int(p.count())) for p in self._parts.values() if len(p)]
-        both = [v for vs in rt.allgather(local) for v in vs]
-        total, n = sum(s for s, _ in both), sum(c for _, c in both)
-        return total / n if n else float("nan")
+        return self._reduce("mean")
 
 
 _OPERATORS = {
@@ -496,6 +493,11 @@ def _keep_name(result: Any, like: Any) -> Any:
     return result
 
 
+def _may_widen(dtype: Any) -> bool:
+    """Numbers but float64: pandas may widen them value by value (a zero divisor)."""
+    return getattr(dtype, "kind", "") in ("i", "u", "f") and dtype != np.float64
+
+
 def _values(frame: Any, dtype: np.dtype) -> Any:
     """Return a frame's values as one 2-d array of ``dtype`` on its device."""
     if _is_pandas(frame):
@@ -518,33 +520,6 @@ def _check_rank(rt: Any, root: Any, what: str) -> None:
 
 def _host_frame(frame: Any) -> Any:
     return frame.to_pandas() if hasattr(frame, "to_pandas") and not _is_pandas(frame) else frame
-
-
-def _is_missing(value: Any) -> bool:
-    try:
-        return bool(value != value) or value is None
-    except (TypeError, ValueError):
-        return False
-
-
-def _scalar(value: Any) -> Any:
-    """Return ``value`` as a plain Python/NumPy scalar that travels in collectives."""
-    if hasattr(value, "item") and not isinstance(value, (np.datetime64, np.timedelta64)):
-        return value.item()
-    if hasattr(value, "to_datetime64"):
-        return value.to_datetime64()
-    return value
-
-
-def _sum(values: list[Any]) -> Any:
-    total = values[0]
-    for v in values[1:]:
-        total = total + v
-    return total
-
-
-def _empty_sum(meta: Any) -> Any:
-    return meta.sum()
 
 
 def _method(module: str, name: str) -> Any:

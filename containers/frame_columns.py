@@ -2,9 +2,10 @@
 
 :func:`encode` turns a pandas (or cuDF) frame into a dict of columns ``Runtime.exchange``
 takes: fixed-width values as arrays (NumPy, or CuPy for cuDF), strings as ``pyarrow``
-arrays (nulls kept in Arrow's bitmap), and for every column that may hold nulls but has no
-in-band marker (nullable integers and booleans, datetimes with ``NaT`` are in-band) a bool
-validity column. Keys are the column's position (``"3"``, ``"3.valid"``), so any label
+arrays (nulls kept in Arrow's bitmap; an object column's nulls come back as ``None``), and
+for every column that may hold nulls but has no in-band marker (nullable integers and
+booleans, datetimes with ``NaT`` are in-band; an object column of bools) a bool validity
+column. Keys are the column's position (``"3"``, ``"3.valid"``), so any label
 works. :func:`decode` rebuilds a frame of the schema ``meta`` (an empty frame) from them.
 """
 
@@ -64,6 +65,12 @@ def _encode_column(series: Any, key: str, where: str) -> dict[str, Any]:
                 f"{where}: expected strings in a column of dtype {dtype}, found other objects"
                 f" ({exc})"
             ) from None
+        if pa.types.is_boolean(values.type) and dtype == object:  # noqa: E721
+            # an object column of bools and nulls (pandas' ``.str.contains`` on objects)
+            return {
+                key: values.fill_null(False).to_numpy(zero_copy_only=False),
+                f"{key}.valid": values.is_valid().to_numpy(zero_copy_only=False),
+            }
         if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
             if len(values) and values.null_count < len(values):
                 raise TypeError(f"{where}: expected strings, found {values.type}")
@@ -111,7 +118,7 @@ def decode(columns: dict[str, Any], meta: Any, module: Any) -> Any:
         if valid is not None:
             series = series.astype(dtype)
             series[~valid] = None
-        data[i] = series.astype(dtype, copy=False) if series.dtype != dtype else series
+        data[i] = series.astype(dtype) if series.dtype != dtype else series
     frame = module.DataFrame(data)
     frame.columns = meta.columns
     return frame
