@@ -91,40 +91,11 @@ class LogisticRegression(ClassifierMixin, Estimator):
         objective = _Objective(rows, codes, weights, n_classes, self.fit_intercept)
         C = np.inf if self.penalty is None else float(self.C)
         l2 = 0.0 if np.isinf(C) else 1.0 / (C * sw_sum)
-        w0 = np.zeros(objective.n_params)
-        result = optimize.minimize(
-            objective.loss_gradient,
-            w0,
-            method="L-BFGS-B",
-            jac=True,
-            args=(sw_sum, l2),
-            options={
-                "maxiter": self.max_iter,
-                "maxls": 50,
-                "gtol": self.tol,
-                "ftol": 64 * np.finfo(float).eps,
-            },
-        )
-        n_iter = min(int(result.nit), self.max_iter)
-        if result.status != 0:
-            message = (
-                f"lbfgs failed to converge after {n_iter} iteration(s) (status="
-                f"{result.status}):\n{result.message}\n"
-            )
-            if n_iter == self.max_iter:
-                message += (
-                    "\nIncrease the number of iterations to improve the convergence"
-                    f" (max_iter={self.max_iter})."
-                )
-            warnings.warn(message, ConvergenceWarning, stacklevel=2)
-        coef, intercept = objective.unpack(result.x)
+        solution, n_iter = _lbfgs(objective, sw_sum, l2, self.tol, self.max_iter)
+        coef, intercept = objective.unpack(solution)
         self.classes_ = classes
         self.coef_ = coef.astype(rows.dtype)
-        self.intercept_ = (
-            intercept.astype(rows.dtype)
-            if self.fit_intercept
-            else np.zeros(coef.shape[0], rows.dtype)
-        )
+        self.intercept_ = intercept.astype(rows.dtype)
         self.n_iter_ = np.asarray([n_iter], dtype=np.int32)
         return self
 
@@ -350,6 +321,36 @@ class _Objective:
         gradient = total[1:] / sw_sum
         gradient[: self.k * self.m] += l2 * coef.T.ravel()
         return float(total[0] / sw_sum) + penalty, gradient
+
+
+def _lbfgs(
+    objective: _Objective, sw_sum: float, l2: float, tol: float, max_iter: int
+) -> tuple[np.ndarray, int]:
+    """Minimise from zero with scikit-learn's L-BFGS-B options; warn as it does when stopped.
+
+    Every rank runs this on identical all-reduced values, so every rank returns the same.
+    """
+    result = optimize.minimize(
+        objective.loss_gradient,
+        np.zeros(objective.n_params),
+        method="L-BFGS-B",
+        jac=True,
+        args=(sw_sum, l2),
+        options={"maxiter": max_iter, "maxls": 50, "gtol": tol, "ftol": 64 * np.finfo(float).eps},
+    )
+    n_iter = min(int(result.nit), max_iter)
+    if result.status != 0:
+        message = (
+            f"lbfgs failed to converge after {n_iter} iteration(s) (status={result.status}):"
+            f"\n{result.message}\n"
+        )
+        if n_iter == max_iter:
+            message += (
+                "\nIncrease the number of iterations to improve the convergence"
+                f" (max_iter={max_iter})."
+            )
+        warnings.warn(message, ConvergenceWarning, stacklevel=3)
+    return result.x, n_iter
 
 
 def _binomial(xp: Any, raw: Any, y: Any) -> tuple[Any, Any]:
