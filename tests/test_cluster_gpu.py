@@ -43,3 +43,15 @@ def test_dist_arrays_with_cupy_tiles(cuda_gpus: int, nprocs: int) -> None:
     )
     assert rc == 0, out + err
     assert out.count("ARRAYS GPU OK") == nprocs, out
+
+
+@pytest.mark.gpu
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_dist_frames_with_cudf_partitions(cuda_gpus: int, nprocs: int) -> None:
+    pytest.importorskip("cudf", reason="needs cuDF (pip install gpupart[cuda12] or [cuda13])")
+    rc, out, err = run_ranks(
+        nprocs, [PY, str(SCRIPTS / "frames_cudf.py")], env={"GPUPART_DEVICE": "cuda"}, timeout=600
+    )
+    assert rc == 0, out + err
+    assert out.count("FRAMES GPU OK") == nprocs, out
