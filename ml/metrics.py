@@ -118,11 +118,13 @@ class _Pairs:
         return self.true[i].shape[0] if self.weights is None else self.weights[i].sum()
 
 
-def _check_multioutput(multioutput: Any, n_outputs: int) -> Any:
+def _check_multioutput(
+    multioutput: Any, n_outputs: int, allowed: tuple[str, ...] = _MULTIOUTPUT
+) -> Any:
     if isinstance(multioutput, str):
-        if multioutput not in _MULTIOUTPUT:
+        if multioutput not in allowed:
             raise ValueError(
-                f"multioutput: expected one of {', '.join(map(repr, _MULTIOUTPUT))} or an array"
+                f"multioutput: expected one of {', '.join(map(repr, allowed))} or an array"
                 f" of weights, found {multioutput!r}"
             )
         return multioutput
@@ -207,7 +209,7 @@ def mean_squared_error(
 ) -> Any:
     """Mean squared error of distributed targets (collective; one all-reduce), as scikit-learn's."""
     p = _Pairs(y_true, y_pred, sample_weight, finite=True)
-    multioutput = _check_multioutput(multioutput, p.n_outputs)
+    multioutput = _check_multioutput(multioutput, p.n_outputs, _MULTIOUTPUT[:2])
     total, residual = 0.0, np.zeros(p.n_outputs)
     for i, (yt, yp) in enumerate(zip(p.true, p.pred, strict=True)):
         total = total + p.weight_total(i)

