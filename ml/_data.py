@@ -82,12 +82,17 @@ def _as_distributed(obj: Any, what: str) -> tuple[Any, str]:
         return gpupart.from_pandas(obj), "local"
     if hasattr(obj, "name") and hasattr(obj, "dtype") and hasattr(obj, "to_frame"):
         return gpupart.from_pandas(obj.to_frame())[obj.to_frame().columns[0]], "local"
+    if hasattr(obj, "tocsr") or hasattr(obj, "todense"):  # scipy.sparse
+        raise TypeError(
+            f"Sparse data was passed for {what}, but dense data is required. Use '.toarray()'"
+            " to convert to a dense numpy array."
+        )
     try:
         host = obj if hasattr(obj, "__array_namespace__") else np.asarray(obj)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{what}: expected an array-like, found {type(obj).__name__}") from exc
-    if getattr(host, "dtype", None) is not None and np.dtype(host.dtype).kind == "O":
-        raise TypeError(f"{what}: expected numbers, found an array of dtype object")
+    if np.dtype(host.dtype).kind == "O":  # numbers held as objects: as scikit-learn, convert
+        host = np.asarray(host, dtype=np.float64)
     return gpupart.asarray(host), "local"
 
 
@@ -100,6 +105,8 @@ def _float_dtype(dtype: Any, keep_float32: bool) -> np.dtype:
 
 def _check_numeric(dtype: Any, what: str) -> None:
     kind = getattr(np.dtype(dtype), "kind", "O") if _is_numpy_dtype(dtype) else "O"
+    if kind == "c":
+        raise ValueError(f"Complex data not supported ({what} has dtype {dtype})")
     if kind not in "biuf":
         raise TypeError(f"{what}: expected numbers (bool, int or float), found dtype {dtype}")
 
@@ -162,8 +169,8 @@ def check_X(X: Any, *, what: str = "X", keep_float32: bool = True, finite: bool 
     names = None
     if isinstance(obj, DistSeries):  # scikit-learn's error for 1-d X is a ValueError
         raise ValueError(  # noqa: TRY004
-            f"Expected 2D array, got 1D array instead ({what} is one column; pass a frame"
-            " of one column or reshape it)"
+            f"Expected 2D array, got 1D array instead ({what} is one column). Reshape your"
+            " data: pass a frame of one column (series.to_frame())."
         )
     if isinstance(obj, DistFrame):
         for col, dtype in zip(obj.columns, obj.meta.dtypes, strict=True):
@@ -176,7 +183,9 @@ def check_X(X: Any, *, what: str = "X", keep_float32: bool = True, finite: bool 
         if arr.ndim != 2:
             raise ValueError(
                 f"Expected 2D array, got {arr.ndim}D array instead ({what} has shape"
-                f" {arr.shape}; reshape 1-d data with x.reshape(-1, 1) for one feature)"
+                f" {arr.shape}). Reshape your data either using array.reshape(-1, 1) if your"
+                " data has a single feature or array.reshape(1, -1) if it contains a single"
+                " sample."
             )
         _check_numeric(arr.dtype, what)
         target = _float_dtype(arr.dtype, keep_float32)
