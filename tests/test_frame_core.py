@@ -23,6 +23,8 @@ pytestmark = pytest.mark.multiprocess
 
 SCRIPT = Path(__file__).parent / "frame_scripts" / "core_cases.py"
 SIZES = [1, 2, 3]
+#: One job's limit: three side by side on a loaded 2-core machine, under pytest's 300 s.
+JOB_TIMEOUT = 240.0
 
 
 def case_names() -> list[str]:
@@ -43,7 +45,7 @@ CASES = case_names()
 def _jobs() -> dict[int, Future]:
     """Start the script at every rank count at once (first call only)."""
     pool = ThreadPoolExecutor(len(SIZES))
-    jobs = {n: pool.submit(run_ranks, n, [PY, str(SCRIPT)]) for n in SIZES}
+    jobs = {n: pool.submit(run_ranks, n, [PY, str(SCRIPT)], timeout=JOB_TIMEOUT) for n in SIZES}
     pool.shutdown(wait=False)
     return jobs
 
