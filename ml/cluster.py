@@ -147,7 +147,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Es
             raise ValueError("Sample weights must contain at least one non-zero number.")
         mean = sums[:m] / n
         data = _Data(rows, weights, mean)
-        sq = [((b - data.mean) ** 2).sum(axis=0) for b in data.blocks]
+        sq = [(xc * xc).sum(axis=0) for _, _, xc, _ in data.chunks(1)]
         var = allreduce_host(rt, [local_sum(xp, sq, (m,))]) / n
         tol = float(np.mean(var) * self.tol) if self.tol else 0.0
         seed = rt.broadcast(
