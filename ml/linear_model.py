@@ -11,6 +11,7 @@ rank then solves the same small system on the host, so every rank holds the same
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,7 @@ class _Moments:
         self.targets = 1 if target.ndim == 1 else target.shape[1]
         # y and the weights are rounded to X's dtype first, as scikit-learn casts them
         ys = check_y(target, rows, ndim=(1, 2), dtype=rows.dtype)
-        scalar_weight = sample_weight is not None and np.ndim(sample_weight) == 0
+        scalar_weight = isinstance(sample_weight, (numbers.Real, np.number))
         ws = None
         if sample_weight is not None and not scalar_weight:
             ws = check_y(sample_weight, rows, what="sample_weight", dtype=rows.dtype)
@@ -61,6 +62,8 @@ class _Moments:
         total, sx, sy, bad = packed_sum(rt, [total, sx, sy, bad])
         if bad or (scalar_weight and negative and float(sample_weight) < 0):
             raise ValueError("Negative values in data passed to `sample_weight`")
+        if total == 0 or (scalar_weight and float(sample_weight) == 0):
+            raise ValueError("Sample weights must contain at least one non-zero number.")
         self.x_mean = sx / total if fit_intercept else np.zeros(p)
         self.y_mean = sy / total if fit_intercept else np.zeros(t)
         gram, xy = np.zeros((p, p)), np.zeros((p, t))
@@ -93,6 +96,12 @@ class _LinearModel(MultiOutputMixin, RegressorMixin, Estimator):
             self.intercept_ = dtype.type(intercept[0])
         else:
             self.intercept_ = intercept
+
+    def _require_y(self, y: Any) -> None:
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
 
     def _predict_rows(self, rows: Rows) -> Any:
         xp = rows.array.xp
@@ -131,6 +140,7 @@ class LinearRegression(_LinearModel):
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LinearRegression:
         """Fit on distributed ``X`` and ``y`` (collective: two all-reduces)."""
+        self._require_y(y)
         rows = self._fit_rows(X)
         m = _Moments(rows, y, sample_weight, self.fit_intercept, negative=True)
         eigen = np.sort(np.linalg.eigvalsh(m.gram))[::-1]
@@ -201,6 +211,7 @@ class Ridge(_LinearModel):
             )
         if self.alpha is None or isinstance(self.alpha, str):
             raise TypeError(f"alpha: expected a float or an array of floats, found {self.alpha!r}")
+        self._require_y(y)
         rows = self._fit_rows(X)
         m = _Moments(rows, y, sample_weight, self.fit_intercept, negative=False)
         alphas = self._alphas(m.targets)

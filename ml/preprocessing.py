@@ -105,6 +105,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, Estimator):
             else:
                 count, sums = count + _h(ws[i] @ valid), sums + _h(ws[i] @ filled)
         count, plain, sums = packed_sum(rt, [count, plain, sums])
+        if ws is not None and not count.any() and plain.any():
+            raise ValueError("Sample weights must contain at least one non-zero number.")
         if not self.with_mean and not self.with_std:
             dtype = np.int64 if ws is None else rows.dtype
             self.mean_ = self.var_ = self.scale_ = None

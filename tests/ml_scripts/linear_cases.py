@@ -427,6 +427,9 @@ def errors_on_every_rank() -> None:
         lambda: LinearRegression().fit(Xd, yd, sample_weight=gpupart.asarray(-np.ones(30))),
         "Negative values",
     )
+    zeros = gpupart.asarray(np.zeros(30), tiles=(4,))
+    on_every_rank(ValueError, lambda: Ridge().fit(Xd, yd, sample_weight=zeros), "non-zero")
+    on_every_rank(ValueError, lambda: LinearRegression().fit(Xd, None), "requires y")
     on_every_rank(ValueError, lambda: Ridge(alpha=-1.0).fit(Xd, yd), "alpha")
     on_every_rank(ValueError, lambda: Ridge(alpha=[1.0, 2.0]).fit(Xd, yd), "penalties")
     on_every_rank(ValueError, lambda: Ridge(solver="sag").fit(Xd, yd), "solver", "'sag'")

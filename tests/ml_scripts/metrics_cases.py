@@ -137,6 +137,12 @@ def scaler_errors_on_every_rank() -> None:
     bad[4, 2] = np.inf
     on_every_rank(ValueError, lambda: StandardScaler().fit(gpupart.asarray(bad)), "infinity")
     on_every_rank(ValueError, lambda: StandardScaler().fit(gpupart.asarray(X[:, 0])), "2D")
+    zeros = gpupart.asarray(np.zeros(30), tiles=(7,))
+    on_every_rank(
+        ValueError,
+        lambda: StandardScaler().fit(gpupart.asarray(X), sample_weight=zeros),
+        "non-zero",
+    )
     raises(NotFittedError, lambda: StandardScaler().transform(gpupart.asarray(X)), "not fitted")
     rt.barrier()
     fitted = StandardScaler().fit(gpupart.asarray(X, tiles=(7, 3)))
