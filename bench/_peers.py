@@ -480,8 +480,8 @@ def _dist_version(name: str) -> str | None:
         return None
 
 
-def versions() -> dict[str, Any]:
-    """Versions of everything measured (peers add what only they can see)."""
+def versions(extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Versions of everything measured, and of the ``extra`` distributions a benchmark names."""
     import gpupart
 
     info: dict[str, Any] = {
@@ -503,6 +503,7 @@ def versions() -> dict[str, Any]:
         "dask",
         "polars",
         "duckdb",
+        *extra,
     ):
         info[dist] = _dist_version(dist)
     with contextlib.suppress(Exception):

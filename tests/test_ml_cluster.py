@@ -33,15 +33,8 @@ SIZES = [1, 2, 3]
 JOB_TIMEOUT = 300.0
 _LAUNCH_PREFIXES = ("GPUPART_", "SLURM_", "PMI_", "PMIX_", "OMPI_", "MPI_", "MV2_")
 
-_FOUNDATION = "gpupart.ml._data.check_X (shared by every estimator, not this one's code): "
 #: scikit-learn checks this estimator does not pass, and why
 EXPECTED_FAILED_CHECKS = {
-    "check_fit2d_predict1d": _FOUNDATION + "its 1-d error lacks scikit-learn's 'Reshape your data'",
-    "check_complex_data": _FOUNDATION + "complex X raises TypeError, scikit-learn a ValueError",
-    "check_dtype_object": _FOUNDATION + "X of dtype object is refused, scikit-learn casts it",
-    "check_estimator_sparse_tag": _FOUNDATION + "sparse X is refused without naming sparsity",
-    "check_estimator_sparse_array": _FOUNDATION + "sparse X is refused without naming sparsity",
-    "check_estimator_sparse_matrix": _FOUNDATION + "sparse X is refused without naming sparsity",
     "check_sample_weight_equivalence_on_dense_data": (
         "scikit-learn marks it as failing for its own KMeans: weighted and repeated rows draw"
         " different random initial centres"

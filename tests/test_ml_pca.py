@@ -31,15 +31,8 @@ SIZES = [1, 2, 3]
 JOB_TIMEOUT = 300.0
 _LAUNCH_PREFIXES = ("GPUPART_", "SLURM_", "PMI_", "PMIX_", "OMPI_", "MPI_", "MV2_")
 
-_FOUNDATION = "gpupart.ml._data.check_X (shared by every estimator, not this one's code): "
 #: scikit-learn checks this estimator does not pass, and why
 EXPECTED_FAILED_CHECKS = {
-    "check_fit2d_predict1d": _FOUNDATION + "its 1-d error lacks scikit-learn's 'Reshape your data'",
-    "check_complex_data": _FOUNDATION + "complex X raises TypeError, scikit-learn a ValueError",
-    "check_dtype_object": _FOUNDATION + "X of dtype object is refused, scikit-learn casts it",
-    "check_estimator_sparse_tag": _FOUNDATION + "sparse X is refused without naming sparsity",
-    "check_estimator_sparse_array": _FOUNDATION + "sparse X is refused without naming sparsity",
-    "check_estimator_sparse_matrix": _FOUNDATION + "sparse X is refused without naming sparsity",
 }
 
 #: checks scikit-learn itself skips here (it raises SkipTest), and why
