@@ -20,6 +20,7 @@ compared (collectively) before they are combined.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -270,28 +271,35 @@ class DistFrame(_Partitioned):
             ]
             local = module.concat(chosen, ignore_index=True) if len(chosen) > 1 else chosen[0]
             encoded = frame_columns.encode(local)
+            # each row's partition number: a rank may own partitions that are not adjacent
+            order = np.repeat(np.asarray(mine, np.int64), [len(c) for c in chosen])
             for dest in to:
-                pieces[dest] = {"order": np.full(len(local), mine[0], np.int64), **encoded}
+                pieces[dest] = {"order": order, **encoded}
         got = rt.exchange(pieces)
         if rt.rank not in to:
             return None
-        frames = []
-        for piece in got:
-            if piece and len(piece["order"]):
-                frames.append((int(piece["order"][0]), piece))
-        frames.sort(key=operator.itemgetter(0))
-        decoded = [frame_columns.decode(p, self.meta, module) for _, p in frames]
-        if not decoded:
+        received = [p for p in got if p and len(p["order"])]
+        if not received:
             return self.meta.iloc[:0].reset_index(drop=True)
-        return module.concat(decoded, ignore_index=True) if len(decoded) > 1 else decoded[0]
+        decoded = [frame_columns.decode(p, self.meta, module) for p in received]
+        whole = module.concat(decoded, ignore_index=True) if len(decoded) > 1 else decoded[0]
+        order = np.concatenate([_host_array(p["order"]) for p in received])
+        if np.any(order[1:] < order[:-1]):  # stable: rows keep their order within a partition
+            whole = whole.take(np.argsort(order, kind="stable")).reset_index(drop=True)
+        return whole
 
     def to_array(self, columns: Sequence[Any] | None = None, dtype: Any = None) -> Any:
         """Return columns as a 2-d :class:`~gpupart.DistArray` (rows as they are; collective).
 
         Each rank's partitions become its block of rows (one tile per rank: a copy, the
-        columns interleaved); ``dtype`` defaults to the columns' common type.
+        columns interleaved); when ranks own partitions out of rank order, each partition
+        becomes a tile, so rows keep the frame's order. ``dtype`` defaults to the columns'
+        common type.
         """
         from gpupart.containers.creation import from_local
+        from gpupart.containers.darray import DistArray
+
+        from gpupart.protocol import Tiling
 
         cols = list(self.columns if columns is None else columns)
         _check_columns(self.meta, cols, "columns")
@@ -300,6 +308,15 @@ class DistFrame(_Partitioned):
         else:
             dt = np.dtype(dtype)
         xp = self._rt.backend.xp
+        owners = self.layout.owners
+        if any(b < a for a, b in itertools.pairwise(owners)):
+            # partitions not in rank order: one tile per partition keeps the frame's row order
+            cuts = np.concatenate([[0], np.cumsum(self.partition_sizes)]).tolist()
+            tiling = Tiling.from_boundaries([cuts, [0, len(cols)]])
+            tiles = {
+                (i, 0): xp.ascontiguousarray(_values(p[cols], dt)) for i, p in self._parts.items()
+            }
+            return DistArray(self._rt, tiling, np.asarray(owners).reshape(-1, 1), dt, tiles)
         blocks = [_values(self._parts[i][cols], dt) for i in sorted(self._parts)]
         local = xp.concatenate(blocks) if blocks else xp.empty((0, len(cols)), dtype=dt)
         return from_local(xp.ascontiguousarray(local), axis=0)
@@ -343,16 +360,21 @@ class DistSeries(_Partitioned):
 
     def to_pandas(self) -> Any:
         """Return the whole column on every rank as a pandas Series (collective)."""
-        return self.to_frame().to_pandas().iloc[:, 0]
+        return self._named(self.to_frame().to_pandas().iloc[:, 0])
 
     def gather(self, root: int = 0) -> Any:
         """Return the whole column on ``root`` (pandas), ``None`` elsewhere (collective)."""
         whole = self.to_frame().gather(root)
-        return None if whole is None else whole.iloc[:, 0]
+        return None if whole is None else self._named(whole.iloc[:, 0])
 
     def head(self, n: int = 5) -> Any:
         """Return the first ``n`` values on every rank, as pandas (collective)."""
-        return self.to_frame().head(n).iloc[:, 0]
+        return self._named(self.to_frame().head(n).iloc[:, 0])
+
+    def _named(self, series: Any) -> Any:
+        """``series`` with this column's name (``None`` too: a frame's column is named 0)."""
+        series.name = self.meta.name
+        return series
 
     def to_array(self, dtype: Any = None) -> Any:
         """Return the column as a 1-d :class:`~gpupart.DistArray` (collective)."""
@@ -516,6 +538,11 @@ def _check_columns(meta: Any, keys: Sequence[Any], what: str) -> None:
 def _check_rank(rt: Any, root: Any, what: str) -> None:
     if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < rt.size:
         raise ValueError(f"{what}: expected a rank in 0..{rt.size - 1}, found {root!r}")
+
+
+def _host_array(array: Any) -> np.ndarray:
+    """Return a small device array as NumPy (a NumPy array as it is)."""
+    return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else array
 
 
 def _host_frame(frame: Any) -> Any:

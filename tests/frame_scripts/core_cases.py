@@ -29,7 +29,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mp_scripts"))
 from _mp import emit, expect, raises
 from gpupart.containers import frame_columns
-from gpupart.containers.dframe import DistFrame, DistSeries
+from gpupart.containers.dframe import DistFrame, DistSeries, Layout
 from gpupart.containers.frame_creation import owners_for
 from gpupart.containers.shuffle import shuffle_rows
 
@@ -327,6 +327,32 @@ def from_pandas_errors_everywhere() -> None:
         messages_agree(message)
     dup = pd.DataFrame([[1, 2]], columns=["a", "a"])
     everywhere(CollectiveError, lambda: gpupart.from_pandas(dup), "distinct column labels")
+
+
+@case
+def interleaved_owners_keep_row_order() -> None:
+    """Rank r owns partitions r, r + size, ...: gathering and to_array keep the frame's order."""
+    df = sample()
+    pieces = np.array_split(np.arange(ROWS), 3 * size)
+    owners = [i % size for i in range(3 * size)]
+    parts = {
+        i: df.iloc[rows].reset_index(drop=True)
+        for i, rows in enumerate(pieces)
+        if owners[i] == rank
+    }
+    x = DistFrame(rt, df.iloc[:0], Layout(owners, [len(r) for r in pieces]), parts)
+    pd.testing.assert_frame_equal(x.to_pandas(), df)
+    whole = x.gather(size - 1)
+    if rank == size - 1:
+        pd.testing.assert_frame_equal(whole, df)
+    pd.testing.assert_frame_equal(x.head(ROWS - 2), df.head(ROWS - 2))
+    got = x.to_array(["id", "i64"]).to_numpy()
+    expect(np.array_equal(got, df[["id", "i64"]].to_numpy()), "to_array row order")
+    pd.testing.assert_series_equal(x["id"].to_pandas(), df["id"])
+    s = DistSeries(
+        rt, pd.Series([], dtype="int64"), x.layout, {i: p["id"] for i, p in parts.items()}
+    )
+    expect(s.to_pandas().name is None, f"unnamed series came back named {s.to_pandas().name!r}")
 
 
 @case
