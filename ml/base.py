@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from gpupart.ml._data import Rows, check_X
+from gpupart.ml._reduce import to_host
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError as _SklearnNotFitted
 
@@ -87,16 +87,12 @@ class Estimator(BaseEstimator):
             return result
         whole = result.to_numpy()
         if kind == "numpy":
-            return _host(whole)
+            return to_host(whole)
         if kind == "cupy":
             import cupy
 
             return cupy.asarray(whole)
         import pandas as pd
 
-        host = _host(whole)
+        host = to_host(whole)
         return pd.Series(host) if host.ndim == 1 else pd.DataFrame(host)
-
-
-def _host(a: Any) -> np.ndarray:
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)

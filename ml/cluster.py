@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 from gpupart.ml._data import Rows, check_y, rows_like
-from gpupart.ml.base import OUTPUT_TYPES, Estimator, _host
+from gpupart.ml._reduce import allreduce_host, local_sum, to_host
+from gpupart.ml._sklearn import Interval, StrOptions
+from gpupart.ml.base import OUTPUT_TYPES, Estimator
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 
 __all__ = ["KMeans"]
 
@@ -31,20 +32,6 @@ CHUNK_ELEMENTS = 1 << 22
 #: k-means||: rounds of oversampling and points drawn per round (times n_clusters)
 PARALLEL_ROUNDS = 5
 OVERSAMPLING = 2.0
-
-
-def allreduce_host(rt: Any, parts: list[Any]) -> np.ndarray:
-    """Sum ``parts`` (device or host arrays/scalars) over the ranks as one float64 vector."""
-    flat = [np.asarray(_host(p), dtype=np.float64).reshape(-1) for p in parts]
-    return rt.allreduce(np.concatenate(flat) if flat else np.zeros(0), op="sum")
-
-
-def local_sum(xp: Any, parts: list[Any], shape: tuple[int, ...]) -> Any:
-    """Sum of this rank's per-block ``parts`` (zeros of ``shape`` when it has none)."""
-    total = xp.zeros(shape, dtype=np.float64)
-    for p in parts:
-        total = total + p
-    return total
 
 
 class _Data:
@@ -186,7 +173,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Es
         """Return the initial centres given as an array, checked against ``X``; else None."""
         if isinstance(self.init, str):
             return None
-        centres = np.array(_host(self.init), dtype=rows.dtype, copy=True)
+        centres = np.array(to_host(self.init), dtype=rows.dtype, copy=True)
         if centres.ndim != 2 or centres.shape[0] != self.n_clusters:
             raise ValueError(
                 f"The shape of the initial centers {centres.shape} does not match the number"
@@ -361,11 +348,11 @@ def _relocate(
         take = min(empty.size, d.shape[0])
         if take == 0:
             continue
-        idx = _host(xp.argsort(-d)[:take])
-        block_rows = _host(data.blocks[i][xp.asarray(idx)] - data.mean)
-        values = _host(d)[idx]
-        w = _host(data.weights[i])[idx]
-        lab = _host(labels[i])[idx]
+        idx = to_host(xp.argsort(-d)[:take])
+        block_rows = to_host(data.blocks[i][xp.asarray(idx)] - data.mean)
+        values = to_host(d)[idx]
+        w = to_host(data.weights[i])[idx]
+        lab = to_host(labels[i])[idx]
         for j, row in enumerate(idx):
             offers.append(
                 (-float(values[j]), data.starts[i] + int(row), block_rows[j], float(w[j]), lab[j])
@@ -431,7 +418,7 @@ class _Init:
         offsets = np.cumsum([0] + [b.shape[0] for b in self.data.blocks])
         for j in np.asarray(index, dtype=np.int64):
             i = int(np.searchsorted(offsets, j, side="right") - 1)
-            out.append(_host(self.data.blocks[i][int(j - offsets[i])] - self.data.mean))
+            out.append(to_host(self.data.blocks[i][int(j - offsets[i])] - self.data.mean))
         m = self.data.rows.n_features
         return np.asarray(out, dtype=self.data.dtype).reshape(len(out), m)
 
@@ -448,12 +435,12 @@ class _Init:
         """
         xp = self.xp
         n_local = int(p.shape[0])
-        total = float(_host(p.sum())) if n_local else 0.0
+        total = float(to_host(p.sum())) if n_local else 0.0
         offer = (total, n_local, None, None)
         if n_local:
             cum = xp.cumsum(p.astype(np.float64))
             u = xp.asarray(self.local.uniform(size=draws) * total)
-            weighted = np.minimum(_host(xp.searchsorted(cum, u, side="right")), n_local - 1)
+            weighted = np.minimum(to_host(xp.searchsorted(cum, u, side="right")), n_local - 1)
             uniform = self.local.integers(0, n_local, size=draws)
             offer = (total, n_local, self._rows(weighted), self._rows(uniform))
         offers = self.rt.allgather(offer)
@@ -525,7 +512,7 @@ class _Init:
         Efraimidis-Spirakis keys ``log(u) / w``: each rank offers its ``count`` largest keys
         (one all-gather) and every rank takes the largest ``count`` of all.
         """
-        w = _host(self._concat(self.data.weights)).astype(np.float64)
+        w = to_host(self._concat(self.data.weights)).astype(np.float64)
         keys = np.full(w.shape, -np.inf)
         u = self.local.uniform(size=w.shape[0])
         positive = w > 0
@@ -553,7 +540,7 @@ class _Init:
             phi = float(allreduce_host(self.rt, [local_sum(xp, local, ())])[0])
             if not phi > 0:
                 break
-            p = _host(self._concat(self._pot(closest))).astype(np.float64)
+            p = to_host(self._concat(self._pot(closest))).astype(np.float64)
             picked = np.flatnonzero(self.local.uniform(size=p.shape[0]) < ell * p / phi)
             new = [r for r in self.rt.allgather(self._rows(picked)) if len(r)]
             if not new:

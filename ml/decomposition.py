@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 from gpupart.ml._data import Rows, check_X, rows_like
-from gpupart.ml.base import OUTPUT_TYPES, Estimator, _host
-from gpupart.ml.cluster import allreduce_host, local_sum
+from gpupart.ml._reduce import allreduce_host, local_sum, to_host
+from gpupart.ml._sklearn import Interval, RealNotInt, StrOptions, infer_dimension
+from gpupart.ml.base import OUTPUT_TYPES, Estimator
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.extmath import svd_flip
 
 __all__ = ["PCA"]
@@ -126,9 +126,7 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Estimator):
     def _count(wanted: Any, variance: np.ndarray, ratio: np.ndarray, n: int) -> int:
         """How many components to keep (scikit-learn's rules for 'mle' and fractions)."""
         if wanted == "mle":
-            from sklearn.decomposition._pca import _infer_dimension
-
-            return int(_infer_dimension(variance, n))
+            return infer_dimension(variance, n)
         if isinstance(wanted, Real) and not isinstance(wanted, Integral) and 0 < wanted < 1:
             return int(np.searchsorted(np.cumsum(ratio), wanted, side="right") + 1)
         return int(wanted)
@@ -205,7 +203,7 @@ def _tsqr(rows: Rows, mean: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     for chunk in _centred_chunks(rows, mean):
         stacked = chunk if r is None else xp.concatenate([r, chunk])
         r = xp.linalg.qr(stacked, mode="r")
-    mine = None if r is None else _host(r).astype(np.float64)
+    mine = None if r is None else to_host(r).astype(np.float64)
     parts = [p for p in rows.runtime.allgather(mine) if p is not None and p.shape[0]]
     r = np.linalg.qr(np.concatenate(parts), mode="r")
     _, s, vt = np.linalg.svd(r, full_matrices=False)

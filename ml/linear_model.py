@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 from gpupart.ml._data import Rows, check_y, rows_like
+from gpupart.ml._reduce import packed_sum, to_host
 from gpupart.ml.base import Estimator
-from gpupart.ml.base import _host as _h
-from gpupart.ml.metrics import as_targets, packed_sum, r2_score
+from gpupart.ml.metrics import as_targets, r2_score
 from sklearn.base import MultiOutputMixin, RegressorMixin
 
 __all__ = ["LinearRegression", "Ridge"]
@@ -53,12 +53,16 @@ class _Moments:
         total, sx, sy, bad = 0.0, np.zeros(p), np.zeros(t), 0.0
         for i, (xb, yb) in enumerate(zip(xs, ys, strict=True)):
             if ws is None:
-                total, sx, sy = total + xb.shape[0], sx + _h(xb.sum(0)), sy + _h(yb.sum(0))
+                total, sx, sy = (
+                    total + xb.shape[0],
+                    sx + to_host(xb.sum(0)),
+                    sy + to_host(yb.sum(0)),
+                )
             else:
                 w = ws[i]
-                total, sx, sy = total + _h(w.sum()), sx + _h(w @ xb), sy + _h(w @ yb)
+                total, sx, sy = total + to_host(w.sum()), sx + to_host(w @ xb), sy + to_host(w @ yb)
                 if negative:
-                    bad = bad + _h((w < 0).sum())
+                    bad = bad + to_host((w < 0).sum())
         total, sx, sy, bad = packed_sum(rt, [total, sx, sy, bad])
         if bad or (scalar_weight and negative and float(sample_weight) < 0):
             raise ValueError("Negative values in data passed to `sample_weight`")
@@ -71,7 +75,7 @@ class _Moments:
         for i, (xb, yb) in enumerate(zip(xs, ys, strict=True)):
             xc, yc = xb - xm, yb - ym
             xw = xc if ws is None else xc * ws[i][:, None]
-            gram, xy = gram + _h(xw.T @ xc), xy + _h(xw.T @ yc)
+            gram, xy = gram + to_host(xw.T @ xc), xy + to_host(xw.T @ yc)
         self.gram, self.xy = packed_sum(rt, [gram, xy])
         if scalar_weight:
             self.gram, self.xy = self.gram * float(sample_weight), self.xy * float(sample_weight)

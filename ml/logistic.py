@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 from gpupart.ml._data import Rows, check_finite, check_y, rows_like
-from gpupart.ml.base import Estimator, _host
+from gpupart.ml._reduce import to_host
+from gpupart.ml.base import Estimator
 from scipy import optimize
 from sklearn.base import ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -137,7 +138,7 @@ class LogisticRegression(ClassifierMixin, Estimator):
         counts = np.zeros(k)
         for i, c in enumerate(codes):
             w = None if weights is None else weights[i]
-            counts += _host(xp.bincount(c, weights=w, minlength=k)).astype(np.float64)
+            counts += to_host(xp.bincount(c, weights=w, minlength=k)).astype(np.float64)
         counts = rows.runtime.allreduce(counts)
         factors = _class_weight_factors(self.class_weight, classes, counts)
         if weights is None:
@@ -184,7 +185,7 @@ class LogisticRegression(ClassifierMixin, Estimator):
         if self.classes_.dtype.kind in "biuf":
             classes = rows.array.xp.asarray(self.classes_)
             return [classes[i] for i in self._indices(rows)]
-        return [self.classes_[_host(i)] for i in self._indices(rows)]
+        return [self.classes_[to_host(i)] for i in self._indices(rows)]
 
     def decision_function(self, X: Any) -> Any:
         """Confidence scores: ``(n_samples,)`` for two classes, else ``(n_samples, n_classes)``."""
@@ -220,7 +221,7 @@ class LogisticRegression(ClassifierMixin, Estimator):
                 f" for local input, found output_type={self.output_type!r} with {rows.kind} X"
             )
         index = rows_like(rows, self._indices(rows), np.int64)
-        labels = self.classes_[_host(index.to_numpy())]
+        labels = self.classes_[to_host(index.to_numpy())]
         if kind == "pandas":
             import pandas as pd
 
@@ -238,13 +239,13 @@ class LogisticRegression(ClassifierMixin, Estimator):
         tally = np.zeros(2)
         for i, (p, t) in enumerate(zip(predicted, truth, strict=True)):
             if type(p) is not type(t):
-                p, t = _host(p), _host(t)
+                p, t = to_host(p), to_host(t)
             hit = p == t
             if weights is None:
-                tally += [float(_host(hit.sum())), float(t.shape[0])]
+                tally += [float(to_host(hit.sum())), float(t.shape[0])]
             else:
-                w = weights[i] if type(weights[i]) is type(hit) else _host(weights[i])
-                tally += [float(_host((w * hit).sum())), float(_host(w.sum()))]
+                w = weights[i] if type(weights[i]) is type(hit) else to_host(weights[i])
+                tally += [float(to_host((w * hit).sum())), float(to_host(w.sum()))]
         correct, total = rows.runtime.allreduce(tally)
         return float(correct / total)
 
@@ -315,7 +316,7 @@ class _Objective:
             parts = [xp.reshape(xp.sum(loss), (1,)), xp.reshape((grad.T @ block).T, (-1,))]
             if self.fit_intercept:
                 parts.append(xp.sum(grad, axis=0))
-            partial += _host(xp.concatenate(parts)).astype(np.float64)
+            partial += to_host(xp.concatenate(parts)).astype(np.float64)
         total = self.rows.runtime.allreduce(partial)
         penalty = 0.5 * l2 * float(np.dot(coef.ravel(), coef.ravel()))
         gradient = total[1:] / sw_sum
@@ -433,7 +434,7 @@ def _numpy_kind(dtype: Any, kinds: str) -> bool:
 
 def _classes(labels: list[Any], rt: Any) -> np.ndarray:
     """Sorted distinct labels over all ranks (one all-gather of each rank's distinct labels)."""
-    mine = [np.unique(_host(p)) for p in labels if p.shape[0]]
+    mine = [np.unique(to_host(p)) for p in labels if p.shape[0]]
     local = np.unique(np.concatenate(mine)) if mine else None
     everyone = [local] if rt.size == 1 else rt.allgather(local)  # objects stay on one rank
     gathered = [g for g in everyone if g is not None]

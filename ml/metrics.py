@@ -5,14 +5,13 @@ up with this rank's blocks of ``y_true`` (one ``fetch_regions`` each, as ``check
 estimators), each rank sums its rows, and only the sums are all-reduced: one packed
 all-reduce (two for ``r2_score``, whose total sum of squares is centred on the global mean
 for accuracy). Every function returns a Python float equal to scikit-learn's (an array for
-``multioutput='raw_values'``). :func:`packed_sum` is the one place device partials are
-copied to the host and all-reduced; the estimators' statistics go through it too.
+``multioutput='raw_values'``). Partial sums reach the host and the other ranks through
+``gpupart.ml._reduce``, as the estimators' statistics do.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,27 +26,12 @@ from gpupart.ml._data import (
     check_y,
     counted_blocks,
 )
-from gpupart.ml.base import _host
+from gpupart.ml._reduce import packed_sum, to_host
 from sklearn.exceptions import UndefinedMetricWarning
 
-__all__ = ["accuracy_score", "mean_squared_error", "packed_sum", "r2_score"]
+__all__ = ["accuracy_score", "mean_squared_error", "r2_score"]
 
 _MULTIOUTPUT = ("raw_values", "uniform_average", "variance_weighted")
-
-
-def packed_sum(rt: Any, parts: Sequence[Any]) -> list[np.ndarray]:
-    """Sum each of ``parts`` (host or device arrays, scalars) over all ranks in one all-reduce.
-
-    Returns float64 NumPy arrays of the parts' shapes, the same on every rank.
-    """
-    hosts = [np.asarray(_host(p), dtype=np.float64) for p in parts]
-    flat = np.concatenate([h.ravel() for h in hosts]) if hosts else np.zeros(0)
-    total = np.asarray(rt.allreduce(flat, op="sum"), dtype=np.float64)
-    out, at = [], 0
-    for h in hosts:
-        out.append(total[at : at + h.size].reshape(h.shape))
-        at += h.size
-    return out
 
 
 def as_targets(y: Any, what: str) -> DistArray:
@@ -180,14 +164,14 @@ def r2_score(
     total, sums, residual = 0.0, np.zeros(t), np.zeros(t)
     for i, (yt, yp) in enumerate(zip(p.true, p.pred, strict=True)):
         total = total + p.weight_total(i)
-        sums = sums + _host(p.weighted(i, yt))
-        residual = residual + _host(p.weighted(i, (yt - yp) ** 2))
+        sums = sums + to_host(p.weighted(i, yt))
+        residual = residual + to_host(p.weighted(i, (yt - yp) ** 2))
     total, sums, numerator = packed_sum(p.rt, [total, sums, residual])
     mean = sums / total
     spread = np.zeros(t)
     for i, yt in enumerate(p.true):
         centred = yt - p.xp.asarray(mean)
-        spread = spread + _host(p.weighted(i, centred**2))
+        spread = spread + to_host(p.weighted(i, centred**2))
     (denominator,) = packed_sum(p.rt, [spread])
     if force_finite:
         scores = np.ones(t)
@@ -213,7 +197,7 @@ def mean_squared_error(
     total, residual = 0.0, np.zeros(p.n_outputs)
     for i, (yt, yp) in enumerate(zip(p.true, p.pred, strict=True)):
         total = total + p.weight_total(i)
-        residual = residual + _host(p.weighted(i, (yt - yp) ** 2))
+        residual = residual + to_host(p.weighted(i, (yt - yp) ** 2))
     total, residual = packed_sum(p.rt, [total, residual])
     return _average(residual / total, multioutput, None)
 
@@ -236,7 +220,7 @@ def accuracy_score(
             if b.size and not bool(xp.all(b == xp.round(b))):
                 continuous[k] = 1
         match = xp.all(yt == yp, axis=1).astype(np.float64)
-        hits = hits + _host(match.sum() if p.weights is None else p.weights[i] @ match)
+        hits = hits + to_host(match.sum() if p.weights is None else p.weights[i] @ match)
         total = total + p.weight_total(i)
     hits, total, continuous = packed_sum(p.rt, [hits, total, continuous])
     kinds = ["continuous" if c else "discrete" for c in continuous]

@@ -27,7 +27,7 @@ import numpy as np
 from gpupart.containers.darray import DistArray
 from gpupart.containers.dframe import DistFrame, DistSeries, Layout
 from gpupart.ml._data import _as_distributed
-from gpupart.ml.metrics import packed_sum
+from gpupart.ml._reduce import packed_sum
 
 from gpupart.protocol import Tiling
 

@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 from gpupart.ml._data import Rows, check_X, check_y, rows_like
+from gpupart.ml._reduce import packed_sum, to_host
 from gpupart.ml.base import Estimator
-from gpupart.ml.base import _host as _h
-from gpupart.ml.metrics import packed_sum
 from sklearn.base import OneToOneFeatureMixin, TransformerMixin
 
 __all__ = ["StandardScaler"]
@@ -99,11 +98,11 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, Estimator):
         for i, (xb, nan) in enumerate(zip(xs, nans, strict=True)):
             valid = (~nan).astype(np.float64)
             filled = xp.where(nan, 0.0, xb)
-            plain = plain + _h(valid.sum(0))
+            plain = plain + to_host(valid.sum(0))
             if ws is None:
-                count, sums = count + _h(valid.sum(0)), sums + _h(filled.sum(0))
+                count, sums = count + to_host(valid.sum(0)), sums + to_host(filled.sum(0))
             else:
-                count, sums = count + _h(ws[i] @ valid), sums + _h(ws[i] @ filled)
+                count, sums = count + to_host(ws[i] @ valid), sums + to_host(ws[i] @ filled)
         count, plain, sums = packed_sum(rt, [count, plain, sums])
         if ws is not None and not count.any() and plain.any():
             raise ValueError("Sample weights must contain at least one non-zero number.")
@@ -124,9 +123,9 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, Estimator):
         for i, (xb, nan) in enumerate(zip(xs, nans, strict=True)):
             dev = xp.where(nan, 0.0, xb - m)
             if ws is None:
-                sq, corr = sq + _h((dev * dev).sum(0)), corr + _h(dev.sum(0))
+                sq, corr = sq + to_host((dev * dev).sum(0)), corr + to_host(dev.sum(0))
             else:
-                sq, corr = sq + _h(ws[i] @ (dev * dev)), corr + _h(ws[i] @ dev)
+                sq, corr = sq + to_host(ws[i] @ (dev * dev)), corr + to_host(ws[i] @ dev)
         sq, corr = packed_sum(rt, [sq, corr])
         with np.errstate(divide="ignore", invalid="ignore"):
             var = (sq - corr**2 / count) / count
