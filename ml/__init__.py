@@ -40,7 +40,16 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'gpupart.ml' has no attribute {name!r}")
     module_name, attr = _LAZY[name]
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("sklearn", "scipy"):
+            raise
+        raise ModuleNotFoundError(
+            f"gpupart.ml.{name} needs scikit-learn, which is not installed: pip install"
+            " 'gpupart[ml]'",
+            name=exc.name,
+        ) from exc
     return module if attr is None else getattr(module, attr)
 
 
