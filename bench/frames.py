@@ -260,10 +260,13 @@ def run_dask(root: Path, ranks: int, reps: int) -> dict:
             "merge Zipf keys": lambda: df.merge(dim, left_on="kz", right_on="k"),
             "sort_values x": lambda: df.sort_values("x"),
         }
-        return {
-            name: _time(lambda fn=fn: wait(fn().persist()), reps, lambda: None)
-            for name, fn in ops.items()
-        }
+        out: dict[str, Any] = {}
+        for name, fn in ops.items():
+            try:
+                out[name] = _time(lambda fn=fn: wait(fn().persist()), reps, lambda: None)
+            except Exception as exc:  # e.g. a worker killed for memory: reported, not fatal
+                out.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"[:300]
+        return out
 
 
 def summarize(report: dict) -> list[dict]:
@@ -330,6 +333,11 @@ def print_report(report: dict) -> None:
                 f"read_parquet of {params['plan_files']:,} one-row files:"
                 f" {row['gpupart']['median']:.2f} s (<= 2 s: {mark})"
             )
+    for peer in PEERS:
+        result = report.get(peer, {})
+        for name, error in {**result.get("errors", {}), "": result.get("error")}.items():
+            if error:
+                print(f"{peer}{' ' + name if name else ''}: {error}")
     ours = report["gpupart"]
     if "read_bytes_per_rank" in ours:
         per_rank = ours["read_bytes_per_rank"]
@@ -397,7 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         for peer in peers:
             print(f"[bench] {peer} ...", file=sys.stderr, flush=True)
-            report[peer] = runners[peer]()
+            try:
+                report[peer] = runners[peer]()
+            except Exception as exc:  # one peer failing must not lose the others' numbers
+                report[peer] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     report["summary"] = summarize(report)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
