@@ -55,3 +55,15 @@ def test_dist_frames_with_cudf_partitions(cuda_gpus: int, nprocs: int) -> None:
     )
     assert rc == 0, out + err
     assert out.count("FRAMES GPU OK") == nprocs, out
+
+
+@pytest.mark.gpu
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_ml_estimators_with_cupy_tiles(cuda_gpus: int, nprocs: int) -> None:
+    pytest.importorskip("sklearn", reason="needs scikit-learn (pip install gpupart[ml])")
+    rc, out, err = run_ranks(
+        nprocs, [PY, str(SCRIPTS / "ml_cupy.py")], env={"GPUPART_DEVICE": "cuda"}, timeout=600
+    )
+    assert rc == 0, out + err
+    assert out.count("ML GPU OK") == nprocs, out

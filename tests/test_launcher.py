@@ -463,3 +463,26 @@ def test_unfinished_line_is_shown_while_rank0_reads_stdin():
         launcher.communicate()
     assert launcher.returncode == 0, err
     assert (first + rest).decode().splitlines() == ["[0] name? hello world"]
+
+
+# -- thread pools ------------------------------------------------------------------------------
+
+
+def test_ranks_share_the_cpus_between_their_thread_pools(monkeypatch):
+    from gpupart.job.launcher import THREAD_VARIABLES, thread_limits
+
+    cpus = len(os.sched_getaffinity(0))
+    assert thread_limits({}, 1) == dict.fromkeys(THREAD_VARIABLES, str(cpus))
+    assert thread_limits({}, cpus * 4) == dict.fromkeys(THREAD_VARIABLES, "1")
+    assert thread_limits({"MKL_NUM_THREADS": "3"}, 2) == {}  # the user has chosen
+    code = rank_code(
+        """
+        print("threads", os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS"))
+        """
+    )
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    proc = gpupart_run("-n", "2", "--", PY, "-c", code)
+    assert proc.returncode == 0, proc.stderr
+    share = str(max(1, cpus // 2))
+    assert proc.stdout.count(f"threads {share} {share}") == 2, proc.stdout

@@ -218,6 +218,25 @@ class _SignalWatch:
                 pass
 
 
+#: the thread pools of BLAS/OpenMP libraries a rank's NumPy, SciPy and numba calls use
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def thread_limits(env: Mapping[str, str], nprocs: int) -> dict[str, str]:
+    """Share this machine's CPUs between its ``nprocs`` ranks' thread pools.
+
+    Each library would otherwise start one thread per CPU in every rank: ``nprocs`` times too
+    many, and BLAS threads that spin while they wait make a matrix product many times slower
+    (``bench/RESULTS.md``). Returns ``cpus // nprocs`` (at least 1) for the variables the user
+    has not set; none when any is set (the user has chosen).
+    """
+    if any(name in env for name in THREAD_VARIABLES):
+        return {}
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    share = str(max(1, (cpus or 1) // nprocs))
+    return dict.fromkeys(THREAD_VARIABLES, share)
+
+
 class Launcher:
     """Run ``command`` as ``nprocs`` ranks on this machine; :meth:`run` returns the exit status.
 
@@ -320,6 +339,7 @@ class Launcher:
             env.pop(name, None)
         env.update(self._extra_env)
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(thread_limits(env, self.nprocs))
         if self._device is not None:
             env["GPUPART_DEVICE"] = self._device
         env.update(
