@@ -11,6 +11,7 @@ agreed with one all-reduce, so every rank raises the same scikit-learn-style err
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -19,9 +20,20 @@ from gpupart.containers.dframe import DistFrame, DistSeries
 
 from gpupart.protocol import Tiling
 
-__all__ = ["Rows", "check_X", "check_y", "rows_like"]
+__all__ = ["CHUNK_ELEMENTS", "Rows", "check_X", "check_y", "row_chunks", "rows_like"]
 
 Position = tuple[int, ...]
+
+#: elements of a block the estimators process at a time (32 MiB of float64): their
+#: temporaries stay bounded whatever a rank's share of the rows
+CHUNK_ELEMENTS = 1 << 22
+
+
+def row_chunks(n_rows: int, width: int) -> Iterator[slice]:
+    """Slices of ``n_rows`` rows, each about :data:`CHUNK_ELEMENTS` for rows ``width`` wide."""
+    step = max(1, CHUNK_ELEMENTS // max(width, 1))
+    for lo in range(0, n_rows, step):
+        yield slice(lo, min(lo + step, n_rows))
 
 
 class Rows(NamedTuple):

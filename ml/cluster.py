@@ -17,7 +17,7 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-from gpupart.ml._data import Rows, check_y, rows_like
+from gpupart.ml._data import CHUNK_ELEMENTS, Rows, check_y, rows_like
 from gpupart.ml._reduce import allreduce_host, local_sum, to_host
 from gpupart.ml._sklearn import Interval, StrOptions
 from gpupart.ml.base import OUTPUT_TYPES, Estimator
@@ -27,8 +27,6 @@ from sklearn.utils import check_random_state
 
 __all__ = ["KMeans"]
 
-#: elements of one chunk's distance (rows x centres) or row (rows x features) matrix
-CHUNK_ELEMENTS = 1 << 22
 #: k-means||: rounds of oversampling and points drawn per round (times n_clusters)
 PARALLEL_ROUNDS = 5
 OVERSAMPLING = 2.0

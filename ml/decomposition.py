@@ -15,7 +15,7 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-from gpupart.ml._data import Rows, check_X, rows_like
+from gpupart.ml._data import CHUNK_ELEMENTS, Rows, check_X, rows_like
 from gpupart.ml._reduce import allreduce_host, local_sum, to_host
 from gpupart.ml._sklearn import Interval, RealNotInt, StrOptions, infer_dimension
 from gpupart.ml.base import OUTPUT_TYPES, Estimator
@@ -24,8 +24,6 @@ from sklearn.utils.extmath import svd_flip
 
 __all__ = ["PCA"]
 
-#: elements of one chunk of centred rows (rows x features)
-CHUNK_ELEMENTS = 1 << 22
 SOLVERS = ("auto", "covariance_eigh", "tsqr", "full")
 
 

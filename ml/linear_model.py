@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg
-from gpupart.ml._data import Rows, check_y, rows_like
+from gpupart.ml._data import Rows, check_y, row_chunks, rows_like
 from gpupart.ml._reduce import packed_sum, to_host
 from gpupart.ml.base import Estimator
 from gpupart.ml.metrics import as_targets, r2_score
@@ -47,9 +47,18 @@ class _Moments:
         if sample_weight is not None and not scalar_weight:
             ws = check_y(sample_weight, rows, what="sample_weight", dtype=rows.dtype)
             ws = [w.astype(np.float64) for w in ws]
-        xs = [b.astype(np.float64, copy=False) for _, b in rows.blocks]
         ys = [v.astype(np.float64).reshape(v.shape[0], self.targets) for v in ys]
         p, t = rows.n_features, self.targets
+        # each block in chunks of rows, upcast chunk by chunk: temporaries stay bounded
+        chunks = [
+            (xb[sl].astype(np.float64, copy=False), i, sl)
+            for i, (_, xb) in enumerate(rows.blocks)
+            for sl in row_chunks(xb.shape[0], p)
+        ]
+        xs = [c for c, _, _ in chunks]
+        ys = [ys[i][sl] for _, i, sl in chunks]
+        if ws is not None:
+            ws = [ws[i][sl] for _, i, sl in chunks]
         total, sx, sy, bad = 0.0, np.zeros(p), np.zeros(t), 0.0
         for i, (xb, yb) in enumerate(zip(xs, ys, strict=True)):
             if ws is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gpupart.ml._data import Rows, check_X, check_y, rows_like
+from gpupart.ml._data import Rows, check_X, check_y, row_chunks, rows_like
 from gpupart.ml._reduce import packed_sum, to_host
 from gpupart.ml.base import Estimator
 from sklearn.base import OneToOneFeatureMixin, TransformerMixin
@@ -92,10 +92,22 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, Estimator):
             # scikit-learn rounds the weights to X's dtype first
             ws = check_y(sample_weight, rows, what="sample_weight", dtype=rows.dtype)
             ws = [w.astype(np.float64) for w in ws]
-        xs = [b.astype(np.float64, copy=False) for _, b in rows.blocks]
-        nans = [xp.isnan(b) for b in xs]
+        # each block in chunks of rows, upcast chunk by chunk: temporaries stay bounded
+        chunks = [(b, sl) for _, b in rows.blocks for sl in row_chunks(b.shape[0], p)]
+        if ws is not None:
+            ws = [
+                w[sl]
+                for w, (_, b) in zip(ws, rows.blocks, strict=True)
+                for sl in row_chunks(b.shape[0], p)
+            ]
+
+        def pieces() -> Any:
+            for b, sl in chunks:
+                xb = b[sl].astype(np.float64, copy=False)
+                yield xb, xp.isnan(xb)
+
         count, plain, sums = np.zeros(p), np.zeros(p), np.zeros(p)
-        for i, (xb, nan) in enumerate(zip(xs, nans, strict=True)):
+        for i, (xb, nan) in enumerate(pieces()):
             valid = (~nan).astype(np.float64)
             filled = xp.where(nan, 0.0, xb)
             plain = plain + to_host(valid.sum(0))
@@ -120,7 +132,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, Estimator):
             return
         sq, corr = np.zeros(p), np.zeros(p)
         m = xp.asarray(mean)
-        for i, (xb, nan) in enumerate(zip(xs, nans, strict=True)):
+        for i, (xb, nan) in enumerate(pieces()):
             dev = xp.where(nan, 0.0, xb - m)
             if ws is None:
                 sq, corr = sq + to_host((dev * dev).sum(0)), corr + to_host(dev.sum(0))
