@@ -225,3 +225,101 @@ def start_ranks(tmp_path: Path) -> Iterator[Callable[..., Ranks]]:
     yield start
     for job in jobs:
         job.close()
+
+
+class CaseJobs:
+    """A rank script whose ``@case`` functions run in one job per size, the jobs side by side.
+
+    The script emits ``@plan`` (its case names), ``@case`` after each case passed and
+    ``@done`` on every rank; :meth:`check_job` and :meth:`check_case` are the assertions of a
+    driver's two tests. Jobs start on first use and run once per test session.
+    """
+
+    def __init__(
+        self, script: Path, sizes: tuple[int, ...] = (1, 2, 3), timeout: float = 300.0
+    ) -> None:
+        self.script, self.sizes, self.timeout = script, tuple(sizes), timeout
+        self._results: dict[int, tuple[int, str, str]] | None = None
+
+    @property
+    def names(self) -> list[str]:
+        """The script's cases, in order: its functions decorated with ``@case``."""
+        import ast
+
+        tree = ast.parse(self.script.read_text())
+        return [
+            node.name
+            for node in tree.body
+            if isinstance(node, ast.FunctionDef)
+            and any(isinstance(d, ast.Name) and d.id == "case" for d in node.decorator_list)
+        ]
+
+    def result(self, n: int) -> tuple[int, str, str]:
+        """``(returncode, stdout, stderr)`` of the job of ``n`` ranks."""
+        if self._results is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(len(self.sizes)) as pool:
+                futures = {
+                    k: pool.submit(run_ranks, k, [PY, str(self.script)], timeout=self.timeout)
+                    for k in self.sizes
+                }
+                self._results = {k: f.result() for k, f in futures.items()}
+        return self._results[n]
+
+    def check_job(self, n: int) -> None:
+        """The job exited 0 and every rank planned every case and reported done."""
+        rc, out, err = self.result(n)
+        assert rc == 0, (
+            f"job failed with {rc}\n--- stdout\n{out[-4000:]}\n--- stderr\n{err[-6000:]}"
+        )
+        assert "Traceback" not in err, err
+        done = records(out, "done")
+        assert sorted(d["rank"] for d in done) == list(range(n)), out
+        assert all(d["size"] == n for d in done)
+        for plan in records(out, "plan"):
+            assert plan["cases"] == self.names
+
+    def check_case(self, n: int, name: str) -> None:
+        """Every rank of the job of ``n`` ranks reported case ``name`` passed."""
+        _, out, err = self.result(n)
+        passed = [r for r in records(out, "case") if r["name"] == name]
+        ranks = sorted(r["rank"] for r in passed)
+        assert ranks == list(range(n)), (
+            f"{name} passed on ranks {ranks} of {n}\n--- stderr\n{err[-6000:]}"
+        )
+        assert all(r.get("line_rank", r["rank"]) == r["rank"] for r in passed)
+
+
+@pytest.fixture
+def one_rank(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A runtime of one process on the CPU, whatever launcher variables the test runs under."""
+    import gpupart
+
+    for name in list(os.environ):
+        if name.startswith(_LAUNCH_PREFIXES):
+            monkeypatch.delenv(name)
+    runtime = gpupart.init(device="cpu")
+    yield runtime
+    runtime.close()
+
+
+#: checks scikit-learn itself skips here (it raises SkipTest), and why
+SKIPPED_BY_SKLEARN = {
+    "check_array_api_input": "needs SCIPY_ARRAY_API=1 set before SciPy is imported",
+}
+
+
+def assert_sklearn_checks(estimator: Any, expected_failed: Mapping[str, str]) -> None:
+    """Run scikit-learn's ``check_estimator``: only ``expected_failed`` may fail (with reasons)."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    results = check_estimator(
+        estimator, expected_failed_checks=dict(expected_failed), on_fail=None, on_skip=None
+    )
+    failed = [r for r in results if r["status"] == "failed"]
+    assert not failed, "\n\n".join(f"{r['check_name']}: {r['exception']!r}" for r in failed)
+    xfailed = {r["check_name"] for r in results if r["status"] == "xfail"}
+    assert xfailed <= set(expected_failed), xfailed
+    skipped = {r["check_name"]: str(r["exception"]) for r in results if r["status"] == "skipped"}
+    assert set(skipped) <= set(SKIPPED_BY_SKLEARN), skipped
