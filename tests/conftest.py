@@ -277,7 +277,9 @@ class CaseJobs:
         done = records(out, "done")
         assert sorted(d["rank"] for d in done) == list(range(n)), out
         assert all(d["size"] == n for d in done)
-        for plan in records(out, "plan"):
+        plans = records(out, "plan")
+        assert sorted(p["rank"] for p in plans) == list(range(n)), out
+        for plan in plans:
             assert plan["cases"] == self.names
 
     def check_case(self, n: int, name: str) -> None:

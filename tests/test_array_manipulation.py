@@ -8,12 +8,10 @@ operations documented to move no data send no message, and that views are views.
 
 from __future__ import annotations
 
-import ast
-import functools
 from pathlib import Path
 
 import pytest
-from conftest import PY, records, run_ranks
+from conftest import CaseJobs
 
 pytestmark = pytest.mark.multiprocess
 
@@ -21,24 +19,8 @@ SCRIPT = Path(__file__).parent / "array_scripts" / "manipulation.py"
 SIZES = [1, 2, 3]
 
 
-def case_names() -> list[str]:
-    """The script's cases, in order: its functions decorated with ``@case``."""
-    tree = ast.parse(SCRIPT.read_text())
-    return [
-        node.name
-        for node in tree.body
-        if isinstance(node, ast.FunctionDef)
-        and any(isinstance(d, ast.Name) and d.id == "case" for d in node.decorator_list)
-    ]
-
-
-CASES = case_names()
-
-
-@functools.cache
-def job(n: int) -> tuple[int, str, str]:
-    """Run the script at ``n`` ranks once per test session."""
-    return run_ranks(n, [PY, str(SCRIPT)])
+JOBS = CaseJobs(SCRIPT, tuple(SIZES))
+CASES = JOBS.names
 
 
 def test_the_script_has_cases():
@@ -47,25 +29,10 @@ def test_the_script_has_cases():
 
 @pytest.mark.parametrize("n", SIZES)
 def test_job_runs_every_case(n):
-    rc, out, err = job(n)
-    assert rc == 0, f"job failed with {rc}\n--- stdout\n{out[-4000:]}\n--- stderr\n{err[-6000:]}"
-    assert "Traceback" not in err, err
-    done = records(out, "done")
-    assert sorted(d["rank"] for d in done) == list(range(n)), out
-    assert all(d["size"] == n for d in done)
-    for plan in records(out, "plan"):
-        assert plan["cases"] == CASES
+    JOBS.check_job(n)
 
 
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("n", SIZES)
 def test_case(n, name):
-    _, out, err = job(n)
-    passed = [r for r in records(out, "case") if r["name"] == name]
-    ranks = sorted(r["rank"] for r in passed)
-    assert ranks == list(range(n)), (
-        f"{name} passed on ranks {ranks} of {n}\n--- stderr\n{err[-6000:]}"
-    )
-    assert all(r.get("line_rank", r["rank"]) == r["rank"] for r in passed)
-    if name == "getitem_basic_indices_are_views":  # the random keys ran, the same everywhere
-        assert len({r["keys"] for r in passed}) == 1 and passed[0]["keys"] > 300
+    JOBS.check_case(n, name)
