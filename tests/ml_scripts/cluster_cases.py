@@ -13,10 +13,9 @@ Every rank emits ``@plan`` (the case names), ``@case`` after each case passes an
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mp_scripts"))
-from _mp import emit, expect, raises
+from _ml import agreed, collectives, dask_style, my_rows, on_every_rank, spmd_rows, whole
+from _mp import emit, expect
 from gpupart.ml import KMeans, NotFittedError
 from sklearn.cluster import KMeans as SkKMeans
 from sklearn.datasets import make_blobs
@@ -48,11 +48,6 @@ def blobs(n: int, m: int, k: int, seed: int = 0, std: float = 2.5) -> np.ndarray
     """Overlapping blobs far from the origin (so centring matters), float64."""
     X, _ = make_blobs(n, m, centers=k, cluster_std=std, random_state=seed)
     return X + 50.0
-
-
-def whole(result: Any) -> np.ndarray:
-    """A result as one NumPy array on every rank (DistArray: gathered)."""
-    return result.to_numpy() if hasattr(result, "to_numpy") else np.asarray(result)
 
 
 def close(where: str, got: Any, want: Any, rtol: float) -> None:
@@ -87,115 +82,6 @@ def same_use(where: str, ours: Any, ref: Any, Xd: Any, X: np.ndarray, rtol: floa
     close(f"{where} score", ours.score(Xd), ref.score(X), rtol)
 
 
-def agreed(where: str, value: np.ndarray) -> None:
-    """``value`` is the same on every rank."""
-    for r, other in enumerate(rt.allgather(np.asarray(value))):
-        expect(np.array_equal(other, value), f"{where}: rank {r} has {other}, here {value}")
-
-
-def my_rows(n: int) -> slice:
-    """This rank's share of ``n`` rows, the last rank holding none when there are several."""
-    holders = max(size - 1, 1)
-    cuts = np.linspace(0, n, holders + 1).astype(int)
-    if rank >= holders:
-        return slice(n, n)
-    return slice(cuts[rank], cuts[rank + 1])
-
-
-class Producer:
-    """Any object with a ``__partitioned__`` property."""
-
-    def __init__(self, parted: dict) -> None:
-        self._parted = parted
-
-    @property
-    def __partitioned__(self) -> dict:
-        return self._parted
-
-
-class Future:
-    def __init__(self, value: np.ndarray) -> None:
-        self.value = value
-
-
-def spmd_rows(X: np.ndarray, counts: list[int]) -> Producer:
-    """Heat style: one partition per rank, data only on its owner, ``locals``."""
-    offs = np.concatenate([[0], np.cumsum(counts)]).astype(int)
-    m = X.shape[1]
-    parts = {
-        (i, 0): {
-            "start": (int(offs[i]), 0),
-            "shape": (int(counts[i]), m),
-            "data": X[offs[i] : offs[i + 1]].copy() if i == rank else None,
-            "location": [i],
-        }
-        for i in range(size)
-    }
-    return Producer(
-        {
-            "shape": X.shape,
-            "partition_tiling": (size, 1),
-            "partitions": parts,
-            "locals": [(rank, 0)],
-            "get": lambda h: h,
-        }
-    )
-
-
-def dask_style(X: np.ndarray, row_cuts: list[int], col_cuts: list[int]) -> Producer:
-    """Dask style: no ``locals``, references resolved with ``get``, rank ints as locations."""
-    parts = {}
-    for i in range(len(row_cuts) - 1):
-        for j in range(len(col_cuts) - 1):
-            r0, r1, c0, c1 = row_cuts[i], row_cuts[i + 1], col_cuts[j], col_cuts[j + 1]
-            parts[(i, j)] = {
-                "start": (r0, c0),
-                "shape": (r1 - r0, c1 - c0),
-                "data": Future(X[r0:r1, c0:c1].copy()),
-                "location": [(i + j) % size],
-            }
-
-    def get(refs: Any) -> Any:
-        return [r.value for r in refs] if isinstance(refs, list) else refs.value
-
-    return Producer(
-        {
-            "shape": X.shape,
-            "partition_tiling": (len(row_cuts) - 1, len(col_cuts) - 1),
-            "partitions": parts,
-            "get": get,
-        }
-    )
-
-
-@contextlib.contextmanager
-def collectives() -> Iterator[dict[str, int]]:
-    """Count the runtime's collective calls by name inside the block."""
-    counts = dict.fromkeys(["allreduce", "allgather", "broadcast", "exchange", "alltoall"], 0)
-    cls = type(rt)
-    saved = {name: getattr(cls, name) for name in counts if hasattr(cls, name)}
-
-    def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-            counts[name] += 1
-            return fn(self, *args, **kwargs)
-
-        return counting
-
-    for name, fn in saved.items():
-        setattr(cls, name, wrap(name, fn))
-    try:
-        yield counts
-    finally:
-        for name, fn in saved.items():
-            setattr(cls, name, fn)
-
-
-def on_every_rank(exc_type: type[BaseException], fn: Callable[[], Any], *needles: str) -> None:
-    raises(exc_type, fn, *needles)
-    rt.barrier()
-
-
 # == given initial centres: scikit-learn's result ==============================================
 
 
@@ -216,7 +102,7 @@ def given_init_uneven_tiles_equals_sklearn() -> None:
     expect(dist.tiling.boundaries[0] == Xd.tiling.boundaries[0], "transform lined up with X")
     close("fit_transform", whole(dist), ref.transform(X), 1e-8)
     np.testing.assert_array_equal(whole(ours.fit_predict(Xd)), ref.labels_)
-    agreed("centres", ours.cluster_centers_)
+    agreed(rt, "centres", ours.cluster_centers_)
 
 
 @case
@@ -240,7 +126,7 @@ def columns_cut_and_sample_weight_tiled_differently() -> None:
 def rank_with_no_rows_float32() -> None:
     X = blobs(240, 4, 5, seed=3).astype(np.float32)
     init = X[[1, 50, 100, 150, 200]]
-    Xd = gpupart.from_local(X[my_rows(len(X))])
+    Xd = gpupart.from_local(X[my_rows(rt, len(X))])
     ours = KMeans(5, init=init).fit(Xd)
     ref = SkKMeans(5, init=init, n_init=1).fit(X)
     expect(ours.cluster_centers_.dtype == np.float32, "float32 centres")
@@ -248,7 +134,7 @@ def rank_with_no_rows_float32() -> None:
     same_use("float32", ours, ref, Xd, X, 2e-5)
     # float64 through the same layout: exact
     X64 = X.astype(np.float64)
-    ours = KMeans(5, init=init.astype(np.float64)).fit(gpupart.from_local(X64[my_rows(len(X))]))
+    ours = KMeans(5, init=init.astype(np.float64)).fit(gpupart.from_local(X64[my_rows(rt, len(X))]))
     same_fit("empty rank", ours, SkKMeans(5, init=init.astype(np.float64), n_init=1).fit(X64))
 
 
@@ -295,8 +181,8 @@ def partitioned_dicts_spmd_and_dask() -> None:
     init = X[[0, 20, 40]]
     ref = SkKMeans(3, init=init, n_init=1).fit(X)
     for name, producer in [
-        ("spmd", spmd_rows(X, counts)),
-        ("dask", dask_style(X, [0, 20, 41, 64], [0, 3, 4])),
+        ("spmd", spmd_rows(rt, X, counts)),
+        ("dask", dask_style(rt, X, [0, 20, 41, 64], [0, 3, 4])),
     ]:
         ours = KMeans(3, init=init, output_type="numpy").fit(producer)
         expect(isinstance(ours.labels_, np.ndarray), f"{name}: labels_ {type(ours.labels_)}")
@@ -311,9 +197,9 @@ def one_allreduce_per_iteration() -> None:
     X = blobs(200, 4, 5, seed=8, std=4.0)
     init = X[:5]
     Xd = gpupart.asarray(X, tiles=(23, 4))
-    with collectives() as short:
+    with collectives(rt) as short:
         a = KMeans(5, init=init, max_iter=2).fit(Xd)
-    with collectives() as long:
+    with collectives(rt) as long:
         b = KMeans(5, init=init, tol=0).fit(Xd)
     expect(a.n_iter_ == 2 and b.n_iter_ > 4, f"iterations {a.n_iter_}, {b.n_iter_}")
     extra = {k: long[k] - short[k] for k in long}
@@ -339,7 +225,7 @@ def initialisations_good_reproducible_agreed() -> None:
 
         ari = adjusted_rand_score(truth, labels)
         expect(ari > 0.99, f"{init}: adjusted Rand index {ari}")
-        agreed(f"{init} centres", ours.cluster_centers_)
+        agreed(rt, f"{init} centres", ours.cluster_centers_)
         again = KMeans(6, init=init, n_init=n_init, random_state=3).fit(Xd)
         np.testing.assert_array_equal(again.cluster_centers_, ours.cluster_centers_, err_msg=init)
         # the fit's labels and inertia are those of its centres
@@ -349,7 +235,7 @@ def initialisations_good_reproducible_agreed() -> None:
     auto = KMeans(6, init="random", n_init="auto", random_state=1).fit(Xd)
     expect(auto.inertia_ <= 1.05 * best, f"n_init='auto': inertia {auto.inertia_}")
     # a rank with no rows and a weighted k-means||
-    part = gpupart.from_local(X[my_rows(len(X))])
+    part = gpupart.from_local(X[my_rows(rt, len(X))])
     sw = gpupart.asarray(np.random.default_rng(0).uniform(0.5, 1.5, len(X)), tiles=(50,))
     for init in ["k-means++", "k-means||", "random"]:
         ours = KMeans(6, init=init, random_state=0, n_init=3).fit(part, sample_weight=sw)
@@ -390,25 +276,25 @@ def duplicate_points_warn_and_output_types() -> None:
 def errors_on_every_rank() -> None:
     X = blobs(40, 3, 2, seed=10)
     Xd = gpupart.asarray(X, tiles=(9, 3))
-    on_every_rank(NotFittedError, lambda: KMeans(2).predict(Xd), "not fitted")
-    on_every_rank(ValueError, lambda: KMeans(2).fit(gpupart.asarray(X[:, 0])), "2D")
+    on_every_rank(rt, NotFittedError, lambda: KMeans(2).predict(Xd), "not fitted")
+    on_every_rank(rt, ValueError, lambda: KMeans(2).fit(gpupart.asarray(X[:, 0])), "2D")
     bad = X.copy()
     bad[17, 1] = np.nan
-    on_every_rank(ValueError, lambda: KMeans(2).fit(gpupart.asarray(bad, tiles=(9, 3))), "NaN")
-    on_every_rank(ValueError, lambda: KMeans(41).fit(Xd), "n_samples=40", "n_clusters=41")
-    on_every_rank(ValueError, lambda: KMeans(0).fit(Xd), "n_clusters")
-    on_every_rank(ValueError, lambda: KMeans(2, init="nope").fit(Xd), "init")
-    on_every_rank(ValueError, lambda: KMeans(3, init=X[:2]).fit(Xd), "number of clusters 3")
-    on_every_rank(ValueError, lambda: KMeans(2, init=X[:2, :2]).fit(Xd), "number of features")
-    on_every_rank(ValueError, lambda: KMeans(2, output_type="xml").fit(Xd), "output_type")
+    on_every_rank(rt, ValueError, lambda: KMeans(2).fit(gpupart.asarray(bad, tiles=(9, 3))), "NaN")
+    on_every_rank(rt, ValueError, lambda: KMeans(41).fit(Xd), "n_samples=40", "n_clusters=41")
+    on_every_rank(rt, ValueError, lambda: KMeans(0).fit(Xd), "n_clusters")
+    on_every_rank(rt, ValueError, lambda: KMeans(2, init="nope").fit(Xd), "init")
+    on_every_rank(rt, ValueError, lambda: KMeans(3, init=X[:2]).fit(Xd), "number of clusters 3")
+    on_every_rank(rt, ValueError, lambda: KMeans(2, init=X[:2, :2]).fit(Xd), "number of features")
+    on_every_rank(rt, ValueError, lambda: KMeans(2, output_type="xml").fit(Xd), "output_type")
     sw = gpupart.asarray(np.ones(39))
-    on_every_rank(ValueError, lambda: KMeans(2).fit(Xd, sample_weight=sw), "[40, 39]")
+    on_every_rank(rt, ValueError, lambda: KMeans(2).fit(Xd, sample_weight=sw), "[40, 39]")
     fitted = KMeans(2, random_state=0).fit(Xd)
     wide = gpupart.asarray(np.ones((5, 4)))
-    on_every_rank(ValueError, lambda: fitted.predict(wide), "4 features", "expecting 3")
-    on_every_rank(ValueError, lambda: fitted.transform(wide), "4 features")
+    on_every_rank(rt, ValueError, lambda: fitted.predict(wide), "4 features", "expecting 3")
+    on_every_rank(rt, ValueError, lambda: fitted.transform(wide), "4 features")
     if size > 1:
-        on_every_rank(TypeError, lambda: KMeans(2).fit(X), "__partitioned__")
+        on_every_rank(rt, TypeError, lambda: KMeans(2).fit(X), "__partitioned__")
 
 
 # == main =====================================================================================

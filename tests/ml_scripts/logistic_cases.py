@@ -12,10 +12,9 @@ Every rank emits ``@plan`` (the case names), ``@case`` after each case passes an
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mp_scripts"))
-from _mp import emit, expect, raises
+from _ml import collectives, dask_style, my_rows, on_every_rank, spmd_rows, whole
+from _mp import emit, expect
 from gpupart.ml import LogisticRegression, NotFittedError
 from gpupart.ml import logistic as logistic_module
 from sklearn.datasets import make_classification
@@ -74,119 +74,11 @@ def same_model(where: str, ours: Any, ref: Any, rtol: float = 1e-6) -> None:
     expect(ours.n_iter_.shape == (1,), f"{where}: n_iter_ shape {ours.n_iter_.shape}")
 
 
-def whole(result: Any) -> np.ndarray:
-    """A predict/transform result as one NumPy array on every rank (DistArray: gathered)."""
-    return result.to_numpy() if hasattr(result, "to_numpy") else np.asarray(result)
-
-
 def same_predictions(where: str, ours: Any, ref: Any, Xd: Any, X: np.ndarray, rtol: float) -> None:
     np.testing.assert_array_equal(whole(ours.predict(Xd)), ref.predict(X), err_msg=where)
     close(f"{where} proba", whole(ours.predict_proba(Xd)), ref.predict_proba(X), rtol)
     close(f"{where} log proba", whole(ours.predict_log_proba(Xd)), ref.predict_log_proba(X), rtol)
     close(f"{where} decision", whole(ours.decision_function(Xd)), ref.decision_function(X), rtol)
-
-
-def my_rows(n: int) -> slice:
-    """This rank's share of ``n`` rows, the last rank holding none when there are several."""
-    holders = max(size - 1, 1)
-    cuts = np.linspace(0, n, holders + 1).astype(int)
-    if rank >= holders:
-        return slice(n, n)
-    return slice(cuts[rank], cuts[rank + 1])
-
-
-class Producer:
-    """Any object with a ``__partitioned__`` property."""
-
-    def __init__(self, parted: dict) -> None:
-        self._parted = parted
-
-    @property
-    def __partitioned__(self) -> dict:
-        return self._parted
-
-
-class Future:
-    def __init__(self, value: np.ndarray) -> None:
-        self.value = value
-
-
-def spmd_rows(X: np.ndarray, counts: list[int]) -> Producer:
-    """Heat style: one partition per rank, data only on its owner, ``locals``."""
-    offs = np.concatenate([[0], np.cumsum(counts)]).astype(int)
-    m = X.shape[1]
-    parts = {
-        (i, 0): {
-            "start": (int(offs[i]), 0),
-            "shape": (int(counts[i]), m),
-            "data": X[offs[i] : offs[i + 1]].copy() if i == rank else None,
-            "location": [i],
-        }
-        for i in range(size)
-    }
-    return Producer(
-        {
-            "shape": X.shape,
-            "partition_tiling": (size, 1),
-            "partitions": parts,
-            "locals": [(rank, 0)],
-            "get": lambda h: h,
-        }
-    )
-
-
-def dask_style(X: np.ndarray, row_cuts: list[int], col_cuts: list[int]) -> Producer:
-    """Dask style: no ``locals``, references resolved with ``get``, rank ints as locations."""
-    parts = {}
-    for i in range(len(row_cuts) - 1):
-        for j in range(len(col_cuts) - 1):
-            r0, r1, c0, c1 = row_cuts[i], row_cuts[i + 1], col_cuts[j], col_cuts[j + 1]
-            parts[(i, j)] = {
-                "start": (r0, c0),
-                "shape": (r1 - r0, c1 - c0),
-                "data": Future(X[r0:r1, c0:c1].copy()),
-                "location": [(i + j) % size],
-            }
-
-    def get(refs: Any) -> Any:
-        return [r.value for r in refs] if isinstance(refs, list) else refs.value
-
-    return Producer(
-        {
-            "shape": X.shape,
-            "partition_tiling": (len(row_cuts) - 1, len(col_cuts) - 1),
-            "partitions": parts,
-            "get": get,
-        }
-    )
-
-
-@contextlib.contextmanager
-def collectives() -> Iterator[dict[str, int]]:
-    """Count the runtime's collective calls by name inside the block."""
-    counts = dict.fromkeys(["allreduce", "allgather", "broadcast", "exchange", "alltoall"], 0)
-    cls = type(rt)
-    saved = {name: getattr(cls, name) for name in counts if hasattr(cls, name)}
-
-    def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-            counts[name] += 1
-            return fn(self, *args, **kwargs)
-
-        return counting
-
-    for name, fn in saved.items():
-        setattr(cls, name, wrap(name, fn))
-    try:
-        yield counts
-    finally:
-        for name, fn in saved.items():
-            setattr(cls, name, fn)
-
-
-def on_every_rank(exc_type: type[BaseException], fn: Callable[[], Any], *needles: str) -> None:
-    raises(exc_type, fn, *needles)
-    rt.barrier()
 
 
 # == fits against scikit-learn ================================================================
@@ -226,7 +118,7 @@ def multiclass_columns_cut_too() -> None:
 def rank_with_no_rows_and_labels_not_from_zero() -> None:
     X, y = data(120, 4, 4, seed=2)
     labels = np.array([-3, 7, 10, 42])[y]
-    part = my_rows(len(y))
+    part = my_rows(rt, len(y))
     Xd = gpupart.from_local(X[part])
     yd = gpupart.from_local(labels[part])
     ours = LogisticRegression(C=2.0, **TIGHT).fit(Xd, yd)
@@ -308,8 +200,8 @@ def partitioned_dicts_spmd_and_dask() -> None:
     ref = sklearn_fit(X, y, **TIGHT)
     yd = gpupart.asarray(y, tiles=(10,))
     for name, producer in [
-        ("spmd", spmd_rows(X, counts)),
-        ("dask", dask_style(X, [0, 20, 41, 64], [0, 3, 4])),
+        ("spmd", spmd_rows(rt, X, counts)),
+        ("dask", dask_style(rt, X, [0, 20, 41, 64], [0, 3, 4])),
     ]:
         ours = LogisticRegression(output_type="numpy", **TIGHT).fit(producer, yd)
         same_model(name, ours, ref)
@@ -331,7 +223,9 @@ def string_labels() -> None:
         ours = LogisticRegression(**TIGHT).fit(X, names.astype(object))
         np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
     frame = gpupart.from_pandas(pd.DataFrame({"label": names}))
-    on_every_rank(TypeError, lambda: LogisticRegression().fit(Xd, frame["label"]), "y:", "dtype")
+    on_every_rank(
+        rt, TypeError, lambda: LogisticRegression().fit(Xd, frame["label"]), "y:", "dtype"
+    )
 
 
 @case
@@ -364,7 +258,7 @@ def one_allreduce_per_evaluation() -> None:
     saved = logistic_module._Objective.loss_gradient
 
     def counted(self: Any, *args: Any) -> Any:
-        with collectives() as counts:
+        with collectives(rt) as counts:
             out = saved(self, *args)
         calls.append(dict(counts))
         return out
@@ -389,6 +283,7 @@ def errors_on_every_rank() -> None:
     X, y = data(40, 3, 2, seed=12)
     Xd = gpupart.asarray(X, tiles=(9, 3))
     on_every_rank(
+        rt,
         ValueError,
         lambda: LogisticRegression().fit(Xd, gpupart.asarray(np.full(40, 4))),
         "at least 2 classes",
@@ -397,36 +292,42 @@ def errors_on_every_rank() -> None:
     bad = X.copy()
     bad[37, 1] = np.nan
     on_every_rank(
-        ValueError, lambda: LogisticRegression().fit(gpupart.asarray(bad, tiles=(9, 3)), y), "NaN"
+        rt,
+        ValueError,
+        lambda: LogisticRegression().fit(gpupart.asarray(bad, tiles=(9, 3)), y),
+        "NaN",
     )
     yf = y.astype(float)
     yf[3] = np.nan
-    on_every_rank(ValueError, lambda: LogisticRegression().fit(Xd, gpupart.asarray(yf)), "NaN")
+    on_every_rank(rt, ValueError, lambda: LogisticRegression().fit(Xd, gpupart.asarray(yf)), "NaN")
     on_every_rank(
+        rt,
         ValueError,
         lambda: LogisticRegression().fit(Xd, gpupart.asarray(y[:39])),
         "inconsistent numbers of samples",
     )
     on_every_rank(
+        rt,
         ValueError,
         lambda: LogisticRegression().fit(Xd, gpupart.asarray(y + 0.5)),
         "Unknown label type",
     )
-    on_every_rank(NotFittedError, lambda: LogisticRegression().predict(Xd), "not fitted")
+    on_every_rank(rt, NotFittedError, lambda: LogisticRegression().predict(Xd), "not fitted")
     fitted = LogisticRegression().fit(Xd, gpupart.asarray(y))
     on_every_rank(
+        rt,
         ValueError,
         lambda: fitted.predict(gpupart.asarray(X[:, :2])),
         "X has 2 features",
         "expecting 3",
     )
-    on_every_rank(ValueError, lambda: fitted.predict(gpupart.asarray(X[:, 0])), "2D")
-    on_every_rank(ValueError, lambda: LogisticRegression(solver="saga").fit(Xd, y), "solver")
-    on_every_rank(ValueError, lambda: LogisticRegression(penalty="l1").fit(Xd, y), "penalty")
-    on_every_rank(ValueError, lambda: LogisticRegression(C=0).fit(Xd, y), "C")
-    on_every_rank(ValueError, lambda: LogisticRegression().fit(Xd, None), "requires y")
+    on_every_rank(rt, ValueError, lambda: fitted.predict(gpupart.asarray(X[:, 0])), "2D")
+    on_every_rank(rt, ValueError, lambda: LogisticRegression(solver="saga").fit(Xd, y), "solver")
+    on_every_rank(rt, ValueError, lambda: LogisticRegression(penalty="l1").fit(Xd, y), "penalty")
+    on_every_rank(rt, ValueError, lambda: LogisticRegression(C=0).fit(Xd, y), "C")
+    on_every_rank(rt, ValueError, lambda: LogisticRegression().fit(Xd, None), "requires y")
     if size > 1:  # a local array is refused in a job of several ranks
-        on_every_rank(TypeError, lambda: LogisticRegression().fit(Xd, y), "y", "from_local")
+        on_every_rank(rt, TypeError, lambda: LogisticRegression().fit(Xd, y), "y", "from_local")
 
 
 # == main =====================================================================================

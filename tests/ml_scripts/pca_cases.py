@@ -13,9 +13,8 @@ Every rank emits ``@plan`` (the case names), ``@case`` after each case passes an
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mp_scripts"))
-from _mp import emit, expect, raises
+from _ml import agreed, collectives, dask_style, my_rows, on_every_rank, spmd_rows, whole
+from _mp import emit, expect
 from gpupart.ml import PCA, NotFittedError
 from sklearn.decomposition import PCA as SkPCA
 
@@ -48,11 +48,6 @@ def data(n: int, m: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     scales = np.linspace(3.0, 0.2, m)
     return (rng.standard_normal((n, m)) * scales) @ rng.standard_normal((m, m)) + 7.0
-
-
-def whole(result: Any) -> np.ndarray:
-    """A result as one NumPy array on every rank (DistArray: gathered)."""
-    return result.to_numpy() if hasattr(result, "to_numpy") else np.asarray(result)
 
 
 def close(where: str, got: Any, want: Any, rtol: float) -> None:
@@ -92,115 +87,6 @@ def same_use(where: str, ours: Any, ref: Any, Xd: Any, X: np.ndarray, rtol: floa
         expect(back.tiling.boundaries[0] == got.tiling.boundaries[0], f"{where}: inverse lined up")
 
 
-def agreed(where: str, value: np.ndarray) -> None:
-    """``value`` is the same on every rank."""
-    for r, other in enumerate(rt.allgather(np.asarray(value))):
-        expect(np.array_equal(other, value), f"{where}: rank {r} has {other}, here {value}")
-
-
-def my_rows(n: int) -> slice:
-    """This rank's share of ``n`` rows, the last rank holding none when there are several."""
-    holders = max(size - 1, 1)
-    cuts = np.linspace(0, n, holders + 1).astype(int)
-    if rank >= holders:
-        return slice(n, n)
-    return slice(cuts[rank], cuts[rank + 1])
-
-
-class Producer:
-    """Any object with a ``__partitioned__`` property."""
-
-    def __init__(self, parted: dict) -> None:
-        self._parted = parted
-
-    @property
-    def __partitioned__(self) -> dict:
-        return self._parted
-
-
-class Future:
-    def __init__(self, value: np.ndarray) -> None:
-        self.value = value
-
-
-def spmd_rows(X: np.ndarray, counts: list[int]) -> Producer:
-    """Heat style: one partition per rank, data only on its owner, ``locals``."""
-    offs = np.concatenate([[0], np.cumsum(counts)]).astype(int)
-    m = X.shape[1]
-    parts = {
-        (i, 0): {
-            "start": (int(offs[i]), 0),
-            "shape": (int(counts[i]), m),
-            "data": X[offs[i] : offs[i + 1]].copy() if i == rank else None,
-            "location": [i],
-        }
-        for i in range(size)
-    }
-    return Producer(
-        {
-            "shape": X.shape,
-            "partition_tiling": (size, 1),
-            "partitions": parts,
-            "locals": [(rank, 0)],
-            "get": lambda h: h,
-        }
-    )
-
-
-def dask_style(X: np.ndarray, row_cuts: list[int], col_cuts: list[int]) -> Producer:
-    """Dask style: no ``locals``, references resolved with ``get``, rank ints as locations."""
-    parts = {}
-    for i in range(len(row_cuts) - 1):
-        for j in range(len(col_cuts) - 1):
-            r0, r1, c0, c1 = row_cuts[i], row_cuts[i + 1], col_cuts[j], col_cuts[j + 1]
-            parts[(i, j)] = {
-                "start": (r0, c0),
-                "shape": (r1 - r0, c1 - c0),
-                "data": Future(X[r0:r1, c0:c1].copy()),
-                "location": [(i + j) % size],
-            }
-
-    def get(refs: Any) -> Any:
-        return [r.value for r in refs] if isinstance(refs, list) else refs.value
-
-    return Producer(
-        {
-            "shape": X.shape,
-            "partition_tiling": (len(row_cuts) - 1, len(col_cuts) - 1),
-            "partitions": parts,
-            "get": get,
-        }
-    )
-
-
-@contextlib.contextmanager
-def collectives() -> Iterator[dict[str, int]]:
-    """Count the runtime's collective calls by name inside the block."""
-    counts = dict.fromkeys(["allreduce", "allgather", "broadcast", "exchange", "alltoall"], 0)
-    cls = type(rt)
-    saved = {name: getattr(cls, name) for name in counts if hasattr(cls, name)}
-
-    def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-            counts[name] += 1
-            return fn(self, *args, **kwargs)
-
-        return counting
-
-    for name, fn in saved.items():
-        setattr(cls, name, wrap(name, fn))
-    try:
-        yield counts
-    finally:
-        for name, fn in saved.items():
-            setattr(cls, name, fn)
-
-
-def on_every_rank(exc_type: type[BaseException], fn: Callable[[], Any], *needles: str) -> None:
-    raises(exc_type, fn, *needles)
-    rt.barrier()
-
-
 # == fits against scikit-learn ================================================================
 
 
@@ -217,7 +103,7 @@ def tall_uneven_tiles_both_solvers() -> None:
             same_fit(where, ours, ref)
             same_use(where, ours, ref, Xd, X, 1e-8)
             close(f"{where} fit_transform", whole(ours.fit_transform(Xd)), ref.transform(X), 1e-8)
-            agreed(f"{where} components", ours.components_)
+            agreed(rt, f"{where} components", ours.components_)
     auto = PCA().fit(Xd)
     expect(auto._fit_svd_solver == "covariance_eigh", f"auto chose {auto._fit_svd_solver}")
     expect(PCA().fit(gpupart.asarray(X[:50]))._fit_svd_solver == "tsqr", "auto, short data")
@@ -245,7 +131,7 @@ def columns_cut_float32_and_whiten() -> None:
 @case
 def rank_with_no_rows_tall_and_wide() -> None:
     X = data(120, 5, seed=2)
-    Xd = gpupart.from_local(X[my_rows(len(X))])
+    Xd = gpupart.from_local(X[my_rows(rt, len(X))])
     for solver in ["covariance_eigh", "tsqr"]:
         ours = PCA(svd_solver=solver).fit(Xd)
         ref = SkPCA(svd_solver=SK_SOLVER[solver]).fit(X)
@@ -253,7 +139,7 @@ def rank_with_no_rows_tall_and_wide() -> None:
         same_use(f"empty rank {solver}", ours, ref, Xd, X, 1e-8)
     # wide: 9 rows, 20 features; the centred data have rank 8: the last axis is arbitrary
     W = np.random.default_rng(3).standard_normal((9, 20))
-    Wd = gpupart.from_local(W[my_rows(len(W))])
+    Wd = gpupart.from_local(W[my_rows(rt, len(W))])
     ours = PCA(svd_solver="tsqr").fit(Wd)
     ref = SkPCA(svd_solver="full").fit(W)
     same_fit("wide", ours, ref, rtol=1e-8, keep=8)
@@ -314,8 +200,8 @@ def partitioned_dicts_spmd_and_dask() -> None:
     for solver in ["covariance_eigh", "tsqr"]:
         ref = SkPCA(3, svd_solver=SK_SOLVER[solver]).fit(X)
         for name, producer in [
-            ("spmd", spmd_rows(X, counts)),
-            ("dask", dask_style(X, [0, 20, 41, 64], [0, 3, 4])),
+            ("spmd", spmd_rows(rt, X, counts)),
+            ("dask", dask_style(rt, X, [0, 20, 41, 64], [0, 3, 4])),
         ]:
             ours = PCA(3, svd_solver=solver, output_type="numpy").fit(producer)
             same_fit(f"{name} {solver}", ours, ref)
@@ -345,9 +231,9 @@ def one_rank_holds_everything_and_output_types() -> None:
 def collectives_per_solver() -> None:
     X = data(200, 4, seed=8)
     Xd = gpupart.asarray(X, tiles=(23, 4))
-    with collectives() as eigh:
+    with collectives(rt) as eigh:
         PCA(svd_solver="covariance_eigh").fit(Xd)
-    with collectives() as tsqr:
+    with collectives(rt) as tsqr:
         PCA(svd_solver="tsqr").fit(Xd)
     # check_X agrees on NaN/inf with one all-reduce; then the solver's own
     want = dict.fromkeys(eigh, 0)
@@ -362,22 +248,24 @@ def collectives_per_solver() -> None:
 def errors_on_every_rank() -> None:
     X = data(40, 3, seed=9)
     Xd = gpupart.asarray(X, tiles=(9, 3))
-    on_every_rank(NotFittedError, lambda: PCA().transform(Xd), "not fitted")
-    on_every_rank(NotFittedError, lambda: PCA().inverse_transform(Xd), "not fitted")
-    on_every_rank(ValueError, lambda: PCA().fit(gpupart.asarray(X[:, 0])), "2D")
+    on_every_rank(rt, NotFittedError, lambda: PCA().transform(Xd), "not fitted")
+    on_every_rank(rt, NotFittedError, lambda: PCA().inverse_transform(Xd), "not fitted")
+    on_every_rank(rt, ValueError, lambda: PCA().fit(gpupart.asarray(X[:, 0])), "2D")
     bad = X.copy()
     bad[17, 1] = np.inf
-    on_every_rank(ValueError, lambda: PCA().fit(gpupart.asarray(bad, tiles=(9, 3))), "infinity")
-    on_every_rank(ValueError, lambda: PCA(4).fit(Xd), "n_components=4", "between 0 and")
-    on_every_rank(ValueError, lambda: PCA(svd_solver="arpack").fit(Xd), "svd_solver")
-    on_every_rank(ValueError, lambda: PCA(-1).fit(Xd), "n_components")
-    on_every_rank(ValueError, lambda: PCA("mle").fit(gpupart.asarray(X[:2])), "mle")
+    on_every_rank(rt, ValueError, lambda: PCA().fit(gpupart.asarray(bad, tiles=(9, 3))), "infinity")
+    on_every_rank(rt, ValueError, lambda: PCA(4).fit(Xd), "n_components=4", "between 0 and")
+    on_every_rank(rt, ValueError, lambda: PCA(svd_solver="arpack").fit(Xd), "svd_solver")
+    on_every_rank(rt, ValueError, lambda: PCA(-1).fit(Xd), "n_components")
+    on_every_rank(rt, ValueError, lambda: PCA("mle").fit(gpupart.asarray(X[:2])), "mle")
     fitted = PCA(2).fit(Xd)
     wide = gpupart.asarray(np.ones((5, 4)))
-    on_every_rank(ValueError, lambda: fitted.transform(wide), "4 features", "expecting 3")
-    on_every_rank(ValueError, lambda: fitted.inverse_transform(wide), "4 features", "expecting 2")
+    on_every_rank(rt, ValueError, lambda: fitted.transform(wide), "4 features", "expecting 3")
+    on_every_rank(
+        rt, ValueError, lambda: fitted.inverse_transform(wide), "4 features", "expecting 2"
+    )
     if size > 1:
-        on_every_rank(TypeError, lambda: PCA().fit(X), "__partitioned__")
+        on_every_rank(rt, TypeError, lambda: PCA().fit(X), "__partitioned__")
 
 
 # == main =====================================================================================
