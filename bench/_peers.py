@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -533,3 +533,41 @@ def loaded_ucx_version() -> str | None:
                 lib.ucp_get_version_string.restype = ctypes.c_char_p
                 return f"{lib.ucp_get_version_string().decode()} ({path})"
     return None
+
+
+def time_calls(
+    fn: Callable[[], Any], reps: int, sync: Callable[[], Any]
+) -> tuple[list[float], Any]:
+    """Call ``fn`` once untimed, then ``reps`` timed times, each between two ``sync`` calls.
+
+    Returns the times and the last result.
+    """
+    result = fn()
+    out = []
+    for _ in range(reps):
+        sync()
+        t0 = time.perf_counter()
+        result = fn()
+        sync()
+        out.append(time.perf_counter() - t0)
+    return out, result
+
+
+def run_worker_job(
+    script: str, params: dict, env: dict[str, str], timeout: float, *, cpu: bool = True
+) -> dict:
+    """Run ``script --worker PARAMS.json`` as a gpupart job of ``params['ranks']`` ranks.
+
+    The workers write their result (JSON) where ``params['result']`` says; it is returned, or
+    ``{"error", "output"}`` when the job failed.
+    """
+    with tempfile.TemporaryDirectory(prefix="gpupart-bench-") as tmp:
+        result_path, params_path = Path(tmp) / "result.json", Path(tmp) / "params.json"
+        params_path.write_text(json.dumps(dict(params, result=str(result_path))))
+        cmd = [sys.executable, "-m", "gpupart", "run", "-n", str(params["ranks"])]
+        cmd += ["--cpu"] if cpu else []
+        cmd += ["--", sys.executable, script, "--worker", str(params_path)]
+        status, out = run(cmd, env, timeout)
+        if status == 0 and result_path.exists():
+            return json.loads(result_path.read_text())
+        return {"error": f"gpupart run exited with status {status}", "output": tail(out, 40)}

@@ -28,8 +28,6 @@ import argparse
 import datetime
 import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +66,7 @@ def _ops(xp: Any, x: Any, y: Any, X: Any, done: Any = None) -> dict[str, Any]:
 
 
 def _time(fn: Any, reps: int, sync: Any) -> list[float]:
-    fn()
-    out = []
-    for _ in range(reps):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
+    return _peers.time_calls(fn, reps, sync)[0]
 
 
 def worker(params_path: str) -> None:
@@ -97,16 +88,7 @@ def worker(params_path: str) -> None:
 
 
 def run_gpupart(params: dict, env: dict[str, str], timeout: float) -> dict:
-    with tempfile.TemporaryDirectory(prefix="gpupart-bench-") as tmp:
-        result_path, params_path = Path(tmp) / "result.json", Path(tmp) / "params.json"
-        params_path.write_text(json.dumps(dict(params, result=str(result_path))))
-        cmd = [sys.executable, "-m", "gpupart", "run", "-n", str(params["ranks"])]
-        cmd += ["--cpu"] if params["device"] == "cpu" else []
-        cmd += ["--", sys.executable, str(Path(__file__)), "--worker", str(params_path)]
-        status, out = _peers.run(cmd, env, timeout)
-        if status == 0 and result_path.exists():
-            return json.loads(result_path.read_text())
-        return {"error": f"gpupart run exited with status {status}", "output": _peers.tail(out, 40)}
+    return _peers.run_worker_job(__file__, params, env, timeout, cpu=params["device"] == "cpu")
 
 
 def run_numpy_and_dask(params: dict, peers: list[str]) -> dict:

@@ -35,7 +35,6 @@ import json
 import logging
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,15 +95,7 @@ def write_dataset(root: Path, rows: int, files: int, plan_files: int, seed: int)
 
 
 def _time(fn: Callable[[], Any], reps: int, sync: Callable[[], Any]) -> list[float]:
-    fn()
-    out = []
-    for _ in range(reps):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t0)
-    return out
+    return _peers.time_calls(fn, reps, sync)[0]
 
 
 def worker(params_path: str) -> None:
@@ -147,15 +138,7 @@ def worker(params_path: str) -> None:
 
 
 def run_gpupart(params: dict, env: dict[str, str], timeout: float) -> dict:
-    with tempfile.TemporaryDirectory(prefix="gpupart-bench-") as tmp:
-        result_path, params_path = Path(tmp) / "result.json", Path(tmp) / "params.json"
-        params_path.write_text(json.dumps(dict(params, result=str(result_path))))
-        cmd = [sys.executable, "-m", "gpupart", "run", "-n", str(params["ranks"]), "--cpu"]
-        cmd += ["--", sys.executable, str(Path(__file__)), "--worker", str(params_path)]
-        status, out = _peers.run(cmd, env, timeout)
-        if status == 0 and result_path.exists():
-            return json.loads(result_path.read_text())
-        return {"error": f"gpupart run exited with status {status}", "output": _peers.tail(out, 40)}
+    return _peers.run_worker_job(__file__, params, env, timeout)
 
 
 def run_pandas(root: Path, reps: int) -> dict:

@@ -34,8 +34,6 @@ import datetime
 import json
 import logging
 import sys
-import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -117,15 +115,7 @@ def _attributes(est: Any, name: str) -> dict[str, list]:
 def _time_fit(
     make: Callable[[], Any], X: Any, y: Any, reps: int, sync: Callable[[], Any]
 ) -> tuple[list[float], Any]:
-    est = make().fit(X, y)
-    out = []
-    for _ in range(reps):
-        sync()
-        t0 = time.perf_counter()
-        est = make().fit(X, y)
-        sync()
-        out.append(time.perf_counter() - t0)
-    return out, est
+    return _peers.time_calls(lambda: make().fit(X, y), reps, sync)
 
 
 def worker(params_path: str) -> None:
@@ -190,15 +180,7 @@ def _current_rss() -> int:
 
 
 def run_gpupart(params: dict, env: dict[str, str], timeout: float) -> dict:
-    with tempfile.TemporaryDirectory(prefix="gpupart-bench-") as tmp:
-        result_path, params_path = Path(tmp) / "result.json", Path(tmp) / "params.json"
-        params_path.write_text(json.dumps(dict(params, result=str(result_path))))
-        cmd = [sys.executable, "-m", "gpupart", "run", "-n", str(params["ranks"]), "--cpu"]
-        cmd += ["--", sys.executable, str(Path(__file__)), "--worker", str(params_path)]
-        status, out = _peers.run(cmd, env, timeout)
-        if status == 0 and result_path.exists():
-            return json.loads(result_path.read_text())
-        return {"error": f"gpupart run exited with status {status}", "output": _peers.tail(out, 40)}
+    return _peers.run_worker_job(__file__, params, env, timeout)
 
 
 def run_peers(params: dict, peers: list[str]) -> dict:
