@@ -13,7 +13,6 @@ Every rank emits ``@plan`` (the case names), ``@case`` after each case passes an
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mp_scripts"))
+from _ml import collectives, on_every_rank, whole
 from _mp import emit, expect, raises
 from gpupart.ml import LinearRegression, NotFittedError, Ridge
 from sklearn import linear_model as sk
@@ -57,11 +57,6 @@ def close(where: str, got: Any, want: Any, rtol: float) -> None:
     scale = max(float(np.abs(want).max()) if want.size else 0.0, 1.0)
     err = float(np.abs(got.astype(np.float64) - want).max()) / scale if want.size else 0.0
     expect(err <= rtol, f"{where}: relative error {err:.3g} > {rtol:.3g}")
-
-
-def whole(result: Any) -> np.ndarray:
-    """A predict result as one NumPy array on every rank (a DistArray is gathered)."""
-    return result.to_numpy() if hasattr(result, "to_numpy") else np.asarray(result)
 
 
 def same_model(where: str, ours: Any, ref: Any, rtol: float) -> None:
@@ -179,34 +174,6 @@ def y_tiled(y: np.ndarray) -> Any:
     return gpupart.asarray(y, tiles=(11, *y.shape[1:]))
 
 
-@contextlib.contextmanager
-def collectives() -> Iterator[dict[str, int]]:
-    """Count the runtime's collective calls by name inside the block."""
-    counts = dict.fromkeys(["allreduce", "allgather", "broadcast", "exchange", "alltoall"], 0)
-    cls = type(rt)
-    saved = {name: getattr(cls, name) for name in counts if hasattr(cls, name)}
-
-    def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-            counts[name] += 1
-            return fn(self, *args, **kwargs)
-
-        return counting
-
-    for name, fn in saved.items():
-        setattr(cls, name, wrap(name, fn))
-    try:
-        yield counts
-    finally:
-        for name, fn in saved.items():
-            setattr(cls, name, fn)
-
-
-def on_every_rank(exc_type: type[BaseException], fn: Callable[[], Any], *needles: str) -> None:
-    raises(exc_type, fn, *needles)
-    rt.barrier()
-
-
 # == LinearRegression =========================================================================
 
 
@@ -232,7 +199,7 @@ def linear_regression_sample_weight() -> dict:
     w[::7] = 0.0
     ref = sk.LinearRegression().fit(X, y, sample_weight=w)
     Xd = gpupart.asarray(X, tiles=(13, 3))
-    with collectives() as counts:
+    with collectives(rt) as counts:
         ours = LinearRegression().fit(Xd, y_tiled(y), sample_weight=gpupart.asarray(w, tiles=(8,)))
     same_model("weighted", ours, ref, 1e-10)
     # X, y and the weights checked for NaN (one all-reduce each), then the two statistics
@@ -253,7 +220,7 @@ def linear_regression_sample_weight() -> dict:
 def linear_regression_two_allreduces_of_statistics() -> dict:
     X, y = data(60, 5, seed=2)
     Xd, yd = gpupart.asarray(X, tiles=(8, 5)), gpupart.asarray(y, tiles=(8,))
-    with collectives() as counts:
+    with collectives(rt) as counts:
         LinearRegression().fit(Xd, yd)
     # one finite check for X, one for y, then the means and the centred Gram
     expect(counts["allreduce"] == 4, f"{counts['allreduce']} all-reduces, expected 4")
@@ -401,11 +368,15 @@ def errors_on_every_rank() -> None:
     worse[0] = np.inf
     for est in (LinearRegression(), Ridge()):
         name = type(est).__name__
-        on_every_rank(ValueError, lambda e=est: e.fit(gpupart.asarray(y), yd), "2D")
-        on_every_rank(ValueError, lambda e=est: e.fit(gpupart.asarray(bad), yd), "NaN")
-        on_every_rank(ValueError, lambda e=est: e.fit(Xd, gpupart.asarray(worse)), "infinity")
+        on_every_rank(rt, ValueError, lambda e=est: e.fit(gpupart.asarray(y), yd), "2D")
+        on_every_rank(rt, ValueError, lambda e=est: e.fit(gpupart.asarray(bad), yd), "NaN")
+        on_every_rank(rt, ValueError, lambda e=est: e.fit(Xd, gpupart.asarray(worse)), "infinity")
         on_every_rank(
-            ValueError, lambda e=est: e.fit(Xd, gpupart.asarray(y[:20])), "inconsistent", "30, 20"
+            rt,
+            ValueError,
+            lambda e=est: e.fit(Xd, gpupart.asarray(y[:20])),
+            "inconsistent",
+            "30, 20",
         )
         fresh = type(est)()
         exc = raises(NotFittedError, lambda f=fresh: f.predict(Xd), name, "not fitted")
@@ -414,25 +385,27 @@ def errors_on_every_rank() -> None:
         rt.barrier()
         est.fit(Xd, yd)
         on_every_rank(
+            rt,
             ValueError,
             lambda e=est: e.predict(gpupart.asarray(X[:, :2])),
             "X has 2 features",
             f"{name} is expecting 3",
         )
         on_every_rank(
-            ValueError, lambda e=est: type(e)(output_type="list").fit(Xd, yd), "output_type"
+            rt, ValueError, lambda e=est: type(e)(output_type="list").fit(Xd, yd), "output_type"
         )
     on_every_rank(
+        rt,
         ValueError,
         lambda: LinearRegression().fit(Xd, yd, sample_weight=gpupart.asarray(-np.ones(30))),
         "Negative values",
     )
     zeros = gpupart.asarray(np.zeros(30), tiles=(4,))
-    on_every_rank(ValueError, lambda: Ridge().fit(Xd, yd, sample_weight=zeros), "non-zero")
-    on_every_rank(ValueError, lambda: LinearRegression().fit(Xd, None), "requires y")
-    on_every_rank(ValueError, lambda: Ridge(alpha=-1.0).fit(Xd, yd), "alpha")
-    on_every_rank(ValueError, lambda: Ridge(alpha=[1.0, 2.0]).fit(Xd, yd), "penalties")
-    on_every_rank(ValueError, lambda: Ridge(solver="sag").fit(Xd, yd), "solver", "'sag'")
+    on_every_rank(rt, ValueError, lambda: Ridge().fit(Xd, yd, sample_weight=zeros), "non-zero")
+    on_every_rank(rt, ValueError, lambda: LinearRegression().fit(Xd, None), "requires y")
+    on_every_rank(rt, ValueError, lambda: Ridge(alpha=-1.0).fit(Xd, yd), "alpha")
+    on_every_rank(rt, ValueError, lambda: Ridge(alpha=[1.0, 2.0]).fit(Xd, yd), "penalties")
+    on_every_rank(rt, ValueError, lambda: Ridge(solver="sag").fit(Xd, yd), "solver", "'sag'")
 
 
 # == main =====================================================================================

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mp_scripts"))
+from _ml import collectives, on_every_rank, whole
 from _mp import emit, expect, raises
 from gpupart.ml import NotFittedError, StandardScaler, metrics, train_test_split
 from sklearn import metrics as skm
@@ -33,18 +34,13 @@ from sklearn.model_selection import train_test_split as sk_split
 import gpupart
 
 CASES: list[tuple[str, Callable[[], Any]]] = []
-close, whole, collectives, layouts = lc.close, lc.whole, lc.collectives, lc.layouts
+close, layouts = lc.close, lc.layouts
 
 
 def case(fn: Callable[[], Any]) -> Callable[[], Any]:
     """Register a case (run at every job size, in order)."""
     CASES.append((fn.__name__, fn))
     return fn
-
-
-def on_every_rank(exc_type: type[BaseException], fn: Callable[[], Any], *needles: str) -> None:
-    raises(exc_type, fn, *needles)
-    rt.barrier()
 
 
 def features(n: int, p: int, seed: int = 0, dtype: Any = np.float64) -> np.ndarray:
@@ -122,7 +118,7 @@ def scaler_options_weights_float32() -> dict:
     ours = StandardScaler().fit(gpupart.asarray(X32, tiles=(10, 3)), sample_weight=wd)
     same_scaler("float32", ours, ref, rtol=1e-7)
     same_transform("float32", ours.transform(gpupart.asarray(X32)), ref.transform(X32), 1e-5)
-    with collectives() as counts:
+    with collectives(rt) as counts:
         StandardScaler().fit(gpupart.asarray(X, tiles=(10, 3)))
     # the infinity check, the counts and sums, the centred sums of squares
     expect(counts["allreduce"] == 3, f"{counts['allreduce']} all-reduces, expected 3")
@@ -135,10 +131,11 @@ def scaler_errors_on_every_rank() -> None:
     X = features(30, 3, seed=2)
     bad = X.copy()
     bad[4, 2] = np.inf
-    on_every_rank(ValueError, lambda: StandardScaler().fit(gpupart.asarray(bad)), "infinity")
-    on_every_rank(ValueError, lambda: StandardScaler().fit(gpupart.asarray(X[:, 0])), "2D")
+    on_every_rank(rt, ValueError, lambda: StandardScaler().fit(gpupart.asarray(bad)), "infinity")
+    on_every_rank(rt, ValueError, lambda: StandardScaler().fit(gpupart.asarray(X[:, 0])), "2D")
     zeros = gpupart.asarray(np.zeros(30), tiles=(7,))
     on_every_rank(
+        rt,
         ValueError,
         lambda: StandardScaler().fit(gpupart.asarray(X), sample_weight=zeros),
         "non-zero",
@@ -147,6 +144,7 @@ def scaler_errors_on_every_rank() -> None:
     rt.barrier()
     fitted = StandardScaler().fit(gpupart.asarray(X, tiles=(7, 3)))
     on_every_rank(
+        rt,
         ValueError,
         lambda: fitted.transform(gpupart.asarray(X[:, :2])),
         "X has 2 features",
@@ -247,7 +245,7 @@ def metrics_edge_cases_and_collectives() -> dict:
     expect(np.isnan(got), "one sample: nan")
     expect(any(issubclass(w.category, UndefinedMetricWarning) for w in seen), "warned")
     yt = np.random.default_rng(4).standard_normal(50)
-    with collectives() as counts:
+    with collectives(rt) as counts:
         metrics.mean_squared_error(gpupart.asarray(yt, tiles=(7,)), gpupart.asarray(yt * 2))
     # a finite check for each input, then one all-reduce of the sums; no rows moved
     expect(counts["allreduce"] == 3, f"{counts['allreduce']} all-reduces, expected 3")
@@ -260,20 +258,29 @@ def metrics_errors_on_every_rank() -> None:
     yt = np.arange(10.0)
     T = gpupart.asarray(yt, tiles=(3,))
     on_every_rank(
-        ValueError, lambda: metrics.r2_score(T, gpupart.asarray(yt[:8])), "inconsistent", "[10, 8]"
+        rt,
+        ValueError,
+        lambda: metrics.r2_score(T, gpupart.asarray(yt[:8])),
+        "inconsistent",
+        "[10, 8]",
     )
     on_every_rank(
+        rt,
         ValueError,
         lambda: metrics.mean_squared_error(T, gpupart.asarray(np.ones((10, 2)))),
         "different number of output",
     )
     bad = yt.copy()
     bad[9] = np.nan
-    on_every_rank(ValueError, lambda: metrics.mean_squared_error(T, gpupart.asarray(bad)), "NaN")
     on_every_rank(
-        ValueError, lambda: metrics.accuracy_score(T, gpupart.asarray(yt + 0.5)), "continuous"
+        rt, ValueError, lambda: metrics.mean_squared_error(T, gpupart.asarray(bad)), "NaN"
     )
-    on_every_rank(ValueError, lambda: metrics.r2_score(T, T, multioutput="median"), "multioutput")
+    on_every_rank(
+        rt, ValueError, lambda: metrics.accuracy_score(T, gpupart.asarray(yt + 0.5)), "continuous"
+    )
+    on_every_rank(
+        rt, ValueError, lambda: metrics.r2_score(T, T, multioutput="median"), "multioutput"
+    )
 
 
 # == train_test_split =========================================================================
@@ -322,7 +329,7 @@ def split_keeps_arrays_lined_up_and_rows_in_place() -> dict:
     y = np.arange(n)
     frame = gpupart.from_pandas(pd.DataFrame({"id": np.arange(n), "v": np.arange(n) * 2.0}))
     Xd = gpupart.from_local(X[lc.my_rows(n)])
-    with collectives() as counts:
+    with collectives(rt) as counts:
         out = train_test_split(
             Xd,
             gpupart.asarray(y, tiles=(11,)),
@@ -370,27 +377,28 @@ def split_local_inputs_and_errors() -> None:
         np.testing.assert_array_equal(got[0].index.to_numpy() - 100, got[2])
         np.testing.assert_array_equal(got[0].to_numpy()[:, 0] // 2, got[2])
     else:
-        on_every_rank(TypeError, lambda: train_test_split(X), "arrays[0]", "__partitioned__")
+        on_every_rank(rt, TypeError, lambda: train_test_split(X), "arrays[0]", "__partitioned__")
     Xd = gpupart.asarray(X)
-    on_every_rank(ValueError, lambda: train_test_split(), "At least one array")
+    on_every_rank(rt, ValueError, lambda: train_test_split(), "At least one array")
     on_every_rank(
+        rt,
         ValueError,
         lambda: train_test_split(Xd, gpupart.asarray(np.arange(5))),
         "inconsistent",
         "[30, 5]",
     )
-    on_every_rank(ValueError, lambda: train_test_split(Xd, test_size=1.5), "test_size=1.5")
-    on_every_rank(ValueError, lambda: train_test_split(Xd, test_size=30), "test_size=30")
+    on_every_rank(rt, ValueError, lambda: train_test_split(Xd, test_size=1.5), "test_size=1.5")
+    on_every_rank(rt, ValueError, lambda: train_test_split(Xd, test_size=30), "test_size=30")
     on_every_rank(
-        ValueError, lambda: train_test_split(Xd, test_size=0.6, train_size=0.6), "The sum"
+        rt, ValueError, lambda: train_test_split(Xd, test_size=0.6, train_size=0.6), "The sum"
     )
     on_every_rank(
-        ValueError, lambda: train_test_split(Xd, test_size=25, train_size=10), "smaller than"
+        rt, ValueError, lambda: train_test_split(Xd, test_size=25, train_size=10), "smaller than"
     )
     on_every_rank(
-        ValueError, lambda: train_test_split(Xd, test_size="a"), "Invalid value for test_size"
+        rt, ValueError, lambda: train_test_split(Xd, test_size="a"), "Invalid value for test_size"
     )
-    on_every_rank(ValueError, lambda: train_test_split(Xd, random_state="x"), "random_state")
+    on_every_rank(rt, ValueError, lambda: train_test_split(Xd, random_state="x"), "random_state")
 
 
 # == main =====================================================================================
