@@ -244,7 +244,10 @@ def run_dask(root: Path, ranks: int, reps: int) -> dict:
             "sort_values x": lambda: df.sort_values("x"),
         }
         out: dict[str, Any] = {}
-        for name, fn in ops.items():
+        # reading last: releasing a fresh read's results can drop the keys df's persisted
+        # partitions share (every later operation then fails with "lost dependencies")
+        for name in sorted(ops, key=lambda op: op == "read_parquet"):
+            fn = ops[name]
             try:
                 out[name] = _time(lambda fn=fn: wait(fn().persist()), reps, lambda: None)
             except Exception as exc:  # e.g. a worker killed for memory: reported, not fatal
@@ -386,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
             "duckdb": lambda: run_duckdb(root, params["reps"]),
             "dask": lambda: run_dask(root, params["ranks"], params["reps"]),
         }
-        for peer in peers:
+        # dask first: its workers need the memory the in-process peers would leave fragmented
+        for peer in sorted(peers, key=lambda p: p != "dask"):
             print(f"[bench] {peer} ...", file=sys.stderr, flush=True)
             try:
                 report[peer] = runners[peer]()
