@@ -192,7 +192,7 @@ class DistArray:
             )
         if copy is False:
             raise ValueError("np.asarray(x, copy=False): a DistArray's tiles are not one array")
-        host = _host(local_whole(self), copy=True)
+        host = host_array(local_whole(self), copy=True)
         return host if dtype is None else host.astype(dtype, copy=False)
 
     # -- tiles ----------------------------------------------------------------------------
@@ -357,7 +357,7 @@ class DistArray:
     def to_numpy(self) -> np.ndarray:
         """Return the whole array on every rank, as a NumPy array (collective)."""
         (whole,) = self.fetch_regions([((0,) * self.ndim, self.shape)])
-        return _host(whole, copy=self._is_tile(whole))
+        return host_array(whole, copy=self._is_tile(whole))
 
     @runs_on_operand_stream
     def gather(self, root: int = 0) -> np.ndarray | None:
@@ -367,7 +367,7 @@ class DistArray:
             raise ValueError(f"root: expected a rank in 0..{rt.size - 1}, found {root!r}")
         boxes = [((0,) * self.ndim, self.shape)] if rt.rank == root else []
         got = self.fetch_regions(boxes)
-        return _host(got[0], copy=self._is_tile(got[0])) if got else None
+        return host_array(got[0], copy=self._is_tile(got[0])) if got else None
 
     def _is_tile(self, array: Any) -> bool:
         """Whether ``array`` is one of this rank's tiles (the caller must then get a copy)."""
@@ -581,11 +581,16 @@ DistArray.__complex__ = _method("reductions", "to_complex")  # type: ignore[attr
 DistArray.__index__ = _method("reductions", "to_index")  # type: ignore[attr-defined]
 
 
-def _host(array: Any, *, copy: bool = False) -> np.ndarray:
-    """Return ``array`` as a NumPy array (a copy for device memory, or when asked)."""
+def host_array(array: Any, *, copy: bool = False) -> np.ndarray:
+    """Return a NumPy/CuPy array or scalar as NumPy (a copy for device memory, or when asked).
+
+    The one place device data is copied to the host for a decision or a small collective.
+    """
     if isinstance(array, np.ndarray):
         return array.copy() if copy else array
-    return array.get()
+    if hasattr(array, "get"):  # CuPy arrays and scalars
+        return array.get()
+    return np.array(array) if copy else np.asarray(array)
 
 
 def _release(rt: Any, handles: list[Any]) -> None:

@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+from gpupart.containers.darray import host_array
 
 __all__ = ["DistFrame", "DistSeries", "Layout"]
 
@@ -283,7 +284,7 @@ class DistFrame(_Partitioned):
             return self.meta.iloc[:0].reset_index(drop=True)
         decoded = [frame_columns.decode(p, self.meta, module) for p in received]
         whole = module.concat(decoded, ignore_index=True) if len(decoded) > 1 else decoded[0]
-        order = np.concatenate([_host_array(p["order"]) for p in received])
+        order = np.concatenate([host_array(p["order"]) for p in received])
         if np.any(order[1:] < order[:-1]):  # stable: rows keep their order within a partition
             whole = whole.take(np.argsort(order, kind="stable")).reset_index(drop=True)
         return whole
@@ -538,11 +539,6 @@ def _check_columns(meta: Any, keys: Sequence[Any], what: str) -> None:
 def _check_rank(rt: Any, root: Any, what: str) -> None:
     if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < rt.size:
         raise ValueError(f"{what}: expected a rank in 0..{rt.size - 1}, found {root!r}")
-
-
-def _host_array(array: Any) -> np.ndarray:
-    """Return a small device array as NumPy (a NumPy array as it is)."""
-    return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else array
 
 
 def _host_frame(frame: Any) -> Any:

@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from gpupart.containers.darray import host_array
 from gpupart.containers.dframe import DistFrame, DistSeries, Layout
 from gpupart.containers.shuffle import shuffle_rows
 
@@ -433,14 +434,14 @@ def _check_skew(
     counts = np.zeros(size, np.int64)
     for side in hashes.values():
         for h in side.values():
-            counts += _host(_bincount(_ranks(h, size), size))
+            counts += host_array(_bincount(_ranks(h, size), size))
     loads = np.asarray(rt.allreduce(counts, op="sum"), dtype=np.int64)
     heaviest, mean = int(np.argmax(loads)), float(loads.sum()) / size
     factor = min(limits.skew_factor, (1 + size) / 2)
     if not (loads[heaviest] > factor * mean and loads[heaviest] > limits.skew_min_rows):
         return
     going = [
-        _host(h)[_host(_ranks(h, size)) == heaviest]
+        host_array(h)[host_array(_ranks(h, size)) == heaviest]
         for side in hashes.values()
         for h in side.values()
     ]
@@ -490,7 +491,7 @@ def _key_value(
     found = None
     for side, keys in (("left", plan.left_keys), ("right", plan.right_keys)):
         for i, h in hashes[side].items():
-            rows = np.flatnonzero(_host(h) == np.uint64(key))
+            rows = np.flatnonzero(host_array(h) == np.uint64(key))
             if found is None and len(rows):
                 part = frames[side].local_partitions[i]
                 row = int(rows[0])
@@ -519,7 +520,7 @@ def _salted_merge(
     rows = rt.allreduce(np.array([_rows(frames["left"]), _rows(frames["right"])]), op="sum")
     spread = "left" if rows[0] >= rows[1] else "right"
     copied = "right" if spread == "left" else "left"
-    local = [_host(h) for h in hashes[spread].values()]
+    local = [host_array(h) for h in hashes[spread].values()]
     share = math.ceil(limits.hot_share * int(rows[int(spread == "right")]) / rt.size)
     joined = np.concatenate(local) if local else np.zeros(0, np.uint64)
     hot, _ = _frequent(rt, joined, min_count=max(2, share))
@@ -529,7 +530,7 @@ def _salted_merge(
     salts = _spread_salts(rt, hashes[spread], hot, salt)
     present = np.zeros((len(hot), salt), np.int64)
     for i, h in hashes[spread].items():
-        at = _hot_index(_host(h), hot)
+        at = _hot_index(host_array(h), hot)
         present[at[at >= 0], salts[i][at >= 0]] = 1
     present = np.asarray(rt.allreduce(present, op="max"), dtype=bool) if len(hot) else present
     keeps_copied = plan.how in ("outer", copied)
@@ -537,7 +538,7 @@ def _salted_merge(
     for side in ("left", "right"):
         frame, parts, dests = frames[side], {}, {}
         for i, part in frame.local_partitions.items():
-            h = _host(hashes[side][i])
+            h = host_array(hashes[side][i])
             if side == spread:
                 chosen, s, first = np.arange(len(h)), salts[i], None
             else:
@@ -581,7 +582,7 @@ def _spread_salts(rt: Any, hashes: dict[int, Any], hot: np.ndarray, salt: int) -
     """Salts of the spread side's rows: ``0..salt-1`` by position for hot keys, else 0."""
     out, counter = {}, rt.rank
     for i in sorted(hashes):
-        h = _host(hashes[i])
+        h = host_array(hashes[i])
         out[i] = np.where(_hot_index(h, hot) >= 0, (counter + np.arange(len(h))) % salt, 0)
         counter += len(h)
     return out
@@ -920,10 +921,6 @@ def _unique_name(columns: Sequence[Any], base: str) -> str:
 
 def _on_host(obj: Any) -> bool:
     return type(obj).__module__.split(".")[0] in ("pandas", "numpy")
-
-
-def _host(array: Any) -> np.ndarray:
-    return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else array
 
 
 def _bincount(ranks: Any, size: int) -> Any:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 from gpupart.containers import layout
-from gpupart.containers.darray import REPLICATED, DistArray
+from gpupart.containers.darray import REPLICATED, DistArray, host_array
 from gpupart.containers.manipulation import check_array, normalize_axis
 
 from gpupart.protocol import Tiling
@@ -100,11 +100,6 @@ def normalize_axes(axis: Any, ndim: int, name: str = "axis") -> tuple[int, ...]:
     if len(set(found)) != len(found):
         raise ValueError(f"{name}: expected distinct axes, found {axis!r}")
     return tuple(sorted(found))
-
-
-def _host(array: Any) -> np.ndarray:
-    """Return ``array`` (NumPy, a NumPy scalar or CuPy) as a NumPy array."""
-    return np.asarray(array) if isinstance(array, (np.ndarray, np.generic)) else array.get()
 
 
 # -- the reduction engine ---------------------------------------------------------------------
@@ -200,7 +195,7 @@ def _everyone(x: DistArray, axes: tuple[int, ...], red: Reducer) -> State:
         return state
     if red.ops is not None:
         return tuple(rt.allreduce(f, op) for f, op in zip(state, red.ops, strict=True))
-    gathered = rt.allgather(tuple(_host(f) for f in state))
+    gathered = rt.allgather(tuple(host_array(f) for f in state))
     return _fold(red, xp, [tuple(xp.asarray(f) for f in s) for s in gathered], shape)
 
 
@@ -762,7 +757,7 @@ def scalar_value(x: DistArray, kind: str, error: type[Exception] = TypeError) ->
     if x.ndim != 0:
         raise error(f"{kind}(): expected a 0-d array (one value), found shape {x.shape}")
     if is_replicated(x):
-        return _host(local_whole(x))
+        return host_array(local_whole(x))
     return x.to_numpy()
 
 

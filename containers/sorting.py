@@ -40,7 +40,7 @@ import itertools
 from typing import Any, NamedTuple
 
 import numpy as np
-from gpupart.containers.darray import DistArray
+from gpupart.containers.darray import DistArray, host_array
 from gpupart.containers.manipulation import check_array, normalize_axis
 
 from gpupart.protocol import Tiling
@@ -89,11 +89,6 @@ class UniqueInverseResult(NamedTuple):
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _host(a: Any) -> np.ndarray:
-    """Return a (small) NumPy/CuPy array as a NumPy array."""
-    return a if isinstance(a, np.ndarray) else a.get()
-
-
 def _concat(xp: Any, parts: list[Any], dtype: Any) -> Any:
     """Return ``parts`` (1-d) joined; an empty array of ``dtype`` when there are none."""
     return xp.concatenate(parts) if parts else xp.empty(0, dtype=dtype)
@@ -122,7 +117,7 @@ def _bucket_cuts(rt: Any, xp: Any, values: Any, ties: Any | None) -> list[int]:
         return [0, n]
     s = min(n, OVERSAMPLE * p)
     at = xp.asarray((2 * np.arange(s, dtype=np.int64) + 1) * n // (2 * max(s, 1)))
-    sample = (_host(values[at]), None if ties is None else _host(ties[at]), n)
+    sample = (host_array(values[at]), None if ties is None else host_array(ties[at]), n)
     parts = [part for part in rt.allgather(sample) if part[2]]
     if not parts:
         return [0] * p + [n]
@@ -137,10 +132,10 @@ def _bucket_cuts(rt: Any, xp: Any, values: Any, ties: Any | None) -> list[int]:
     split_v, split_t = sv[order][picks], st[order][picks]
     dev = xp.asarray(split_v)
     if ties is None:
-        ends = _host(xp.searchsorted(values, dev, side="right")).tolist()
+        ends = host_array(xp.searchsorted(values, dev, side="right")).tolist()
     else:
-        los = _host(xp.searchsorted(values, dev, side="left")).tolist()
-        his = _host(xp.searchsorted(values, dev, side="right")).tolist()
+        los = host_array(xp.searchsorted(values, dev, side="left")).tolist()
+        his = host_array(xp.searchsorted(values, dev, side="right")).tolist()
         ends = []
         for lo, hi, t in zip(los, his, split_t, strict=True):
             within = xp.searchsorted(ties[lo:hi], xp.asarray(t, dtype=ties.dtype), side="right")
@@ -421,7 +416,7 @@ def searchsorted(x1: DistArray, x2: Any, /, *, side: str = "left", sorter: Any =
         if m:
             q = min(m, SEARCH_SAMPLES + 1)
             at = np.arange(q, dtype=np.int64) * m // q
-            mine.append((at + x1.tiling.start(pos)[0], _host(tile[xp.asarray(at)])))
+            mine.append((at + x1.tiling.start(pos)[0], host_array(tile[xp.asarray(at)])))
     samples = [part for parts in rt.allgather(mine) for part in parts]
     where = np.concatenate([at for at, _ in samples])
     order = np.argsort(where)
@@ -432,7 +427,7 @@ def searchsorted(x1: DistArray, x2: Any, /, *, side: str = "left", sorter: Any =
     known_dev = xp.asarray(known)
     gaps = {pos: xp.searchsorted(known_dev, t, side=side) for pos, t in x2.local_tiles.items()}
     needed = sorted(
-        {int(k) for g in gaps.values() for k in _host(xp.unique(g)).tolist() if hi[k] > lo[k]}
+        {int(k) for g in gaps.values() for k in host_array(xp.unique(g)).tolist() if hi[k] > lo[k]}
     )
     parts = x1.fetch_regions([((int(lo[k]),), (int(hi[k]),)) for k in needed])
     fetched = _concat(xp, list(parts), x1.dtype)

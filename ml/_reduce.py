@@ -12,13 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from gpupart.containers.darray import host_array as to_host
 
 __all__ = ["allreduce_host", "local_sum", "packed_sum", "to_host"]
-
-
-def to_host(a: Any) -> np.ndarray:
-    """Return a (small) device array or scalar as NumPy; host data as it is."""
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
 def local_sum(xp: Any, parts: Sequence[Any], shape: tuple[int, ...]) -> Any:
