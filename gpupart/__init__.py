@@ -25,6 +25,7 @@ from gpupart.errors import (
     ProtocolViolationError,
     TileNotFoundError,
     TransportError,
+    UCXLibraryError,
 )
 from gpupart.location import Location
 
@@ -49,6 +50,7 @@ __all__ = [
     "Runtime",
     "TileNotFoundError",
     "TransportError",
+    "UCXLibraryError",
     "__version__",
     "arange",
     "array_api",

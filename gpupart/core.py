@@ -139,9 +139,10 @@ class Runtime:
     # -- joining --------------------------------------------------------------------------
 
     def _join(self, spec: bootstrap.JobSpec) -> None:
-        from gpupart.comm.ucx import UCXTransport, job_devices
+        from gpupart.comm.ucx import UCXTransport, job_devices, load_ucx
 
         options = self.options
+        load_ucx()  # before MPI: an MPI imported later then binds to this UCX, not its own
         if spec.launcher == "mpi":
             spec = bootstrap.exchange_via_mpi(
                 spec, self._serve_coordinator_for(spec), timeout=options.bootstrap_timeout

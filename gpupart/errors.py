@@ -24,6 +24,7 @@ __all__ = [
     "ProtocolViolationError",
     "TileNotFoundError",
     "TransportError",
+    "UCXLibraryError",
 ]
 
 
@@ -78,6 +79,25 @@ class LaunchError(GpupartError, RuntimeError):
 
 class TransportError(GpupartError, ConnectionError):
     """The UCX transport failed underneath an operation."""
+
+
+class UCXLibraryError(TransportError):
+    """Two copies of UCX meet in one process (e.g. an MPI's own and the one ucxx uses).
+
+    ``loaded`` is the copy found first, ``wanted`` the one gpupart would load (both described
+    as text: directory, version, owner); the message says how to end up with one.
+    """
+
+    def __init__(self, loaded: object, wanted: object, fix: str, detail: str = "") -> None:
+        self.loaded = str(loaded)
+        self.wanted = str(wanted) if wanted is not None else "none found"
+        self.fix = fix
+        found = f"{self.loaded}, loaded before gpupart's"
+        if detail:
+            found += f" (loading gpupart's failed: {detail})"
+        super().__init__(
+            f"UCX: expected one UCX in this process, {self.wanted}; found {found}. Fix: {fix}"
+        )
 
 
 class PeerLostError(TransportError):

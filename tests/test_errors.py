@@ -22,6 +22,7 @@ from gpupart.errors import (
     ProtocolViolationError,
     TileNotFoundError,
     TransportError,
+    UCXLibraryError,
 )
 from gpupart.protocol import validate
 
@@ -38,6 +39,7 @@ SAMPLES = [
     FetchError("owner refused"),
     TileNotFoundError(1, 42, "freed"),
     ProtocolViolationError("truncated header"),
+    UCXLibraryError("UCX 1.20.1 in /opt/mpich", "UCX 1.21.0 in /libucx/lib", "use one"),
 ]
 
 
@@ -76,6 +78,7 @@ def test_every_exported_error_round_trips_through_pickle():
         (LaunchError, (GpupartError, RuntimeError)),
         (TransportError, (GpupartError, ConnectionError)),
         (PeerLostError, (TransportError,)),
+        (UCXLibraryError, (TransportError,)),
         (CommTimeoutError, (GpupartError, TimeoutError)),
         (TileNotFoundError, (FetchError, LookupError)),
         (ProtocolViolationError, (GpupartError, ValueError)),

@@ -31,11 +31,12 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from gpupart.comm import ucx_library
 from gpupart.comm.tags import UNEXPECTED_MASK
 from gpupart.comm.transport import Transport
 from gpupart.errors import TransportError
 
-__all__ = ["UCXTransport"]
+__all__ = ["UCXTransport", "load_ucx"]
 
 logger = logging.getLogger("gpupart.ucx")
 
@@ -61,6 +62,7 @@ def _import_ucxx() -> tuple[Any, Any, dict[str, str]]:
     returned as context options. UCX's warning about unknown variables (one of ucxx's is
     unknown to UCX >= 1.19) is silenced only while UCX loads.
     """
+    ucx_library.check_before_load()
     before = dict(os.environ)
     os.environ.setdefault("UCX_WARN_UNUSED_ENV_VARS", "n")
     try:
@@ -70,11 +72,22 @@ def _import_ucxx() -> tuple[Any, Any, dict[str, str]]:
         raise TransportError(
             "the UCX transport needs ucxx: pip install ucxx-cu12 (or ucxx-cu13)"
         ) from exc
+    except OSError as exc:  # a library failed to load: name the clash if one explains it
+        raise ucx_library.clash_from(exc) or exc from exc
     finally:
         for key in [k for k in os.environ if k not in before]:
             del os.environ[key]
+    ucx_library.check_after_load()
     keep = {k.removeprefix("UCX_"): v for k, v in _KEEP_FROM_UCXX.items() if k not in os.environ}
     return ucx, Array, keep
+
+
+def load_ucx() -> None:
+    """Load the UCX that the transport will use, now (before an MPI can bring its own).
+
+    Raises :class:`~gpupart.UCXLibraryError` if another UCX is already in this process.
+    """
+    _import_ucxx()
 
 
 def _request_cancel() -> Any:
