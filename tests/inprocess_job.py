@@ -4,7 +4,8 @@ Each :class:`Rank` is wired the way ``gpupart.core.Runtime`` wires itself (trans
 progress engine -> tile server, collectives, fetcher -> engine started), except that its
 transport is one end of an :class:`~gpupart.comm.inprocess.InProcessHub` instead of UCX and
 there is no coordinator: every transport is connected to every other one up front. A world
-of one has no transport and no engine, as in the runtime.
+of one has no transport and no engine, as in the runtime. ``can_cancel=False`` gives every
+rank a transport that cannot withdraw receives.
 
 :meth:`InProcessJob.run` calls a function once per rank, each on its own thread, and returns
 their results by rank; one rank failing marks it lost on the others (so their collectives
@@ -166,13 +167,14 @@ class InProcessJob:
         options: RuntimeOptions | None = None,
         serve_timeout: float = 60.0,
         job_id: str = "inprocess-job",
+        can_cancel: bool = True,
     ) -> None:
         self.size = size
         self.options = RuntimeOptions() if options is None else options
         self.hub = InProcessHub()
         transports: list[InProcessTransport | None]
         if size > 1:
-            transports = [self.hub.transport() for _ in range(size)]
+            transports = [self.hub.transport(can_cancel=can_cancel) for _ in range(size)]
             for me, transport in enumerate(transports):
                 for peer, other in enumerate(transports):
                     if peer != me:

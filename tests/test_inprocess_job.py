@@ -414,6 +414,54 @@ def test_a_wait_that_times_out_abandons_nothing(make_job, size):
     make_job(size).run(main)
 
 
+@pytest.mark.parametrize("size", [2, 3])
+def test_without_cancel_a_get_that_times_out_still_leaves_out_untouched(make_job, size):
+    """A transport that cannot withdraw receives: fetch receives into its own buffers.
+
+    ``get`` still raises CommTimeoutError at its timeout (not later, not another error), no
+    byte reaches ``out`` when the owner sends afterwards (the late message lands in the
+    private buffer, and the owner's send completes), a missing tile fails alone, and a new
+    get delivers into ``out``.
+    """
+    owner, consumer = 0, 1
+    event = ManualEvent()
+    late = threading.Event()
+
+    def main(rank: Rank):
+        assert rank.transport.can_cancel is False
+        handles = None
+        if rank.rank == owner:  # one tile that travels alone, two packed
+            arrays = [tile(owner, 1), tile(owner, 0), tile(owner, 5)]
+            handles = [rank.put(a, event) for a in arrays]
+        handles = rank.collectives.broadcast(handles, root=owner)
+        if rank.rank == consumer:
+            outs = [sentinel(h) for h in handles]
+            started = time.monotonic()
+            with pytest.raises(gpupart.CommTimeoutError):
+                rank.get(handles, out=outs, timeout=0.5)
+            assert time.monotonic() - started < 0.5 + 1.0  # no wait for a withdrawal
+            assert all(untouched(out) for out in outs)
+        rank.collectives.barrier()  # the consumer has given up
+        if rank.rank == owner:
+            event.complete()
+            assert rank.engine.drain(WAIT), "the owner's late sends never completed"
+            late.set()
+        if rank.rank == consumer:
+            assert late.wait(WAIT)
+            assert all(untouched(out) for out in outs), [untouched(o) for o in outs]
+            missing = dataclasses.replace(handles[0], tile_id=10**9)
+            more = [*handles, missing]
+            transfer = rank.fetch(more, out=[*outs, sentinel(missing)])
+            transfer.wait(WAIT)
+            assert isinstance(transfer.error(3), gpupart.TileNotFoundError)
+            for k, (out, index) in enumerate(zip(outs, (1, 0, 5), strict=True)):
+                assert transfer.value(k) is out
+                check_tile(out, owner, index)
+        rank.collectives.barrier()
+
+    make_job(size, can_cancel=False).run(main)
+
+
 def test_a_lost_owner_fails_its_tiles_and_leaves_out_untouched(make_job):
     owner = 0
     event = ManualEvent()

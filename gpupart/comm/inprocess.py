@@ -64,11 +64,15 @@ class InProcessHub:
         self._members: dict[bytes, InProcessTransport] = {}
         self._ids = itertools.count()
 
-    def transport(self) -> InProcessTransport:
-        """Return a new transport of this hub (connect peers with their ``address``)."""
+    def transport(self, *, can_cancel: bool = True) -> InProcessTransport:
+        """Return a new transport of this hub (connect peers with their ``address``).
+
+        ``can_cancel=False`` makes one that cannot withdraw receives, as a ucxx build without
+        single-request cancellation (to test what fetch does then).
+        """
         with self._lock:
             address = f"inprocess:{id(self):x}:{next(self._ids)}".encode()
-            member = InProcessTransport(self, address)
+            member = InProcessTransport(self, address, can_cancel=can_cancel)
             self._members[address] = member
         return member
 
@@ -80,9 +84,10 @@ class InProcessHub:
 class InProcessTransport(Transport):
     """One rank's end of an :class:`InProcessHub` (make it with :meth:`InProcessHub.transport`)."""
 
-    def __init__(self, hub: InProcessHub, address: bytes) -> None:
+    def __init__(self, hub: InProcessHub, address: bytes, *, can_cancel: bool = True) -> None:
         self._hub = hub
         self._address = address
+        self._can_cancel = can_cancel
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._inbox: collections.deque[_Message] = collections.deque()  # not yet matched
@@ -154,8 +159,15 @@ class InProcessTransport(Transport):
         _copy(probed, receive)
         return receive.request
 
+    @property
+    def can_cancel(self) -> bool:
+        """Whether :meth:`cancel` can withdraw a posted receive."""
+        return self._can_cancel
+
     def cancel(self, request: Any) -> None:
         """Withdraw a posted receive that nothing has matched yet."""
+        if not self._can_cancel:
+            raise TransportError("this in-process transport was made unable to cancel")
         with self._lock:
             for k, receive in enumerate(self._posted):
                 if receive.request is request:

@@ -23,7 +23,10 @@ implementation:
   that failed (cancelled, truncated, peer unreachable).
 * :meth:`Transport.cancel` withdraws a receive that no message has matched yet: it then
   completes as failed and its buffer is never written. A receive already matched completes
-  normally. Cancelling a completed request does nothing.
+  normally. Cancelling a completed request does nothing. A transport that cannot withdraw
+  receives says so (:attr:`Transport.can_cancel` is False) and raises
+  :class:`~gpupart.TransportError` from ``cancel``; fetch then receives into its own buffers
+  only.
 * All methods are thread-safe: one thread may progress while others post.
 """
 
@@ -82,6 +85,11 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def recv_probed(self, probed: Probed, buffer: Any) -> Request:
         """Receive a message taken by :meth:`probe` into ``buffer`` (at least its length)."""
+
+    @property
+    def can_cancel(self) -> bool:
+        """Whether :meth:`cancel` can withdraw a posted receive."""
+        return True
 
     @abc.abstractmethod
     def cancel(self, request: Request) -> None:

@@ -10,7 +10,11 @@ A call that is given up (``get`` past its timeout, a batch past ``fetch_timeout`
 lost) *withdraws* its receives: each is cancelled; one that a message had already matched
 completes first. ``get`` returns only once its withdrawals have settled, so a failed tile's
 ``out`` buffer is never written afterwards. A late message for a withdrawn receive is
-drained into a one-byte buffer (the owner's send then completes).
+drained into a one-byte buffer (the owner's send then completes). A transport that cannot
+withdraw receives (``Transport.can_cancel`` False) gets no receive into a caller's buffer:
+tiles sent alone land in private arrays and are copied into ``out`` when delivered, and a
+receive of a given-up call stays posted (with its buffer) until its message lands or the
+runtime closes.
 """
 
 from __future__ import annotations
@@ -83,9 +87,11 @@ class Fetcher:
         self.fetched_bytes = 0  # bytes requested from other ranks (guarded by _seq_lock)
         self._drain_byte = np.zeros(1, dtype=np.uint8)
         self._drains: list[Any] = []
+        self._orphans: list[tuple[Any, Any]] = []  # see Receive.orphans
         self._closed = False
         self._job_hash = hash(job_id)
-        self._private_outs = transport is not None and not getattr(transport, "can_cancel", True)
+        # A transport that cannot withdraw receives never receives into a caller's buffer.
+        self._private_outs = transport is not None and not transport.can_cancel
         if engine is not None:
             engine.on(Kind.RESPONSE, self._on_reply, announce=self._on_reply_announced)
 
@@ -330,6 +336,10 @@ class Fetcher:
         self._receives.pop((receive.peer, receive.batch), None)
         if self._closed:
             return
+        if receive.orphans or self._orphans:
+            with self._seq_lock:
+                self._orphans = [o for o in self._orphans if not o[0].completed]
+                self._orphans += receive.orphans
         if receive.withdrawn and self._engine.lost_error(receive.peer) is None:
             self._engine.track(_Withdrawal(self, receive))
 
@@ -374,6 +384,7 @@ class Fetcher:
             receive.fail(closing)
         self._receives.clear()
         self._drains.clear()
+        self._orphans.clear()
         self._receive_pool.close()
 
 

@@ -14,7 +14,6 @@ their receives.
 from __future__ import annotations
 
 import collections
-import contextlib
 import itertools
 import sys
 import threading
@@ -94,6 +93,9 @@ class Receive(Operation):
         self.rejection: str | None = None
         self.replies_pending = 0  # error replies probed, not yet received
         self.withdrawn: list[tuple[int, Any]] = []  # (tag, receive) cancelled by fail()
+        # (receive, buffer) the transport could not withdraw: still posted, into memory of
+        # this request's own (a pack, or a private result), which must outlive it.
+        self.orphans: list[tuple[Any, Any]] = []
         self._on_finish = on_finish
         self._private_outs = private_outs
         self._allocate = allocate
@@ -187,7 +189,10 @@ class Receive(Operation):
 
     def _withdraw(self, item: _Alone) -> None:
         if item.request is not None and not item.request.completed:
-            self.transport.cancel(item.request)
+            try:
+                self.transport.cancel(item.request)
+            except GpupartError:  # cannot withdraw: nothing is sent for it, keep it posted
+                self.orphans.append((item.request, item.target))
         item.request = None
 
     # -- delivery -------------------------------------------------------------------------
@@ -277,20 +282,32 @@ class Receive(Operation):
             for j, request in enumerate(self._pack_requests):
                 pending = j >= len(self._pack_members) or self._pack_members[j] is not None
                 if pending and not request.completed:
-                    self._cancel(make_tag(Kind.DATA, owner, pack_seq0 + j), request)
+                    tag = make_tag(Kind.DATA, owner, pack_seq0 + j)
+                    self._cancel(tag, request, self.packs[j], private=True)
             for item in self._alone:
                 if item.request is not None and not item.request.completed:
                     tag = make_tag(Kind.DATA, owner, self.batch + 1 + item.index)
-                    self._cancel(tag, item.request)
+                    out = None if self.outs is None else self.outs[item.index]
+                    self._cancel(tag, item.request, item.target, private=item.result is not out)
             self._alone.clear()
             self._pack_members = []
             self._views = []
             self._finish()
         self.transfer.fail(self.where, exc)
 
-    def _cancel(self, tag: int, request: Any) -> None:
-        with contextlib.suppress(GpupartError):  # cannot withdraw: private memory only
+    def _cancel(self, tag: int, request: Any, buffer: Any, *, private: bool) -> None:
+        """Withdraw one receive; one the transport cannot withdraw stays posted.
+
+        Into private memory (a pack, or a result of this request's own) it may then land
+        unseen: it is kept with its buffer in :attr:`orphans`. Into a caller's ``out`` it is
+        waited for as a withdrawn one (the fetcher reports it if it does not settle).
+        """
+        try:
             self.transport.cancel(request)
+        except GpupartError:
+            if private:
+                self.orphans.append((request, buffer))
+                return
         self.withdrawn.append((tag, request))
 
 
