@@ -1,9 +1,9 @@
-"""The ``gpupart`` command line: ``gpupart run -n N [options] -- command ...``.
+"""The ``gpupart`` command line: ``gpupart run [-n N] [options] -- command ...``, ``gpupart info``.
 
 Also reachable as ``python -m gpupart``. Subcommands parse their arguments here and hand the
-work to a module of their own (``run`` to :class:`gpupart.job.launcher.Launcher`), so that
-``gpupart --help`` stays fast and later subcommands (``info``) slot in beside ``run``. With no
-subcommand, ``gpupart`` prints its help to stdout and exits 0, as ``--help`` does.
+work to a module of their own (``run`` to :class:`gpupart.job.launcher.Launcher`, ``info``
+to :mod:`gpupart.info`), so that ``gpupart --help`` stays fast. With no subcommand,
+``gpupart`` prints its help to stdout and exits 0, as ``--help`` does.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ Each rank gets GPUPART_RANK, GPUPART_SIZE, GPUPART_LOCAL_RANK, GPUPART_LOCAL_SIZ
 GPUPART_COORDINATOR, GPUPART_JOB_TOKEN and GPUPART_JOB_ID. If a rank fails, the others are
 stopped (SIGTERM, then SIGKILL after --grace) and gpupart run exits with the failing rank's
 status (128+N when killed by signal N); 124 after --timeout; 130/143 on SIGINT/SIGTERM.
+
+Without -n, one rank per GPU this process sees (after CUDA_VISIBLE_DEVICES), or 1 on a
+host without a GPU or with --cpu.
 
 example: gpupart run -n 4 -- python train.py --epochs 3
 """
@@ -70,13 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run a command as N ranks of a gpupart job on this machine",
-        usage="gpupart run -n N [options] [--] COMMAND [ARG ...]",
+        usage="gpupart run [-n N] [options] [--] COMMAND [ARG ...]",
         description="Run COMMAND as N ranks of a gpupart job on this machine.",
         epilog=_RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
-        "-n", "--nprocs", type=_count, required=True, metavar="N", help="number of ranks"
+        "-n",
+        "--nprocs",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="number of ranks (default: one per GPU this process sees, 1 without a GPU or"
+        " with --cpu)",
     )
     run.add_argument(
         "--grace",
@@ -116,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="the program each rank runs, with its arguments",
     )
     run.set_defaults(handler=_run, parser=run)
+    info = commands.add_parser(
+        "info",
+        help="show this host's GPUs, NUMA nodes, InfiniBand ports and UCX, and known traps",
+        description="Show this host as a gpupart job sees it: GPUs (PCI bus id, UUID, NUMA"
+        " node, memory, NVLinks, P2P matrix), CPU affinity, InfiniBand ports, the UCX in use"
+        " and its transports, the container and Slurm job; then warnings for configurations"
+        " known to break or slow down a job.",
+    )
+    info.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    info.set_defaults(handler=_info, parser=info)
     return parser
 
 
@@ -138,9 +157,14 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         parser.error("missing the command to run, e.g. gpupart run -n 2 -- python script.py")
+    nprocs = args.nprocs
+    if nprocs is None:
+        from gpupart.info import default_nprocs
+
+        nprocs = 1 if args.cpu else default_nprocs()
     launcher = Launcher(
         command,
-        args.nprocs,
+        nprocs,
         grace=args.grace,
         prefix=args.prefix,
         env=dict(args.env),
@@ -157,3 +181,16 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if isinstance(cause, PermissionError):
             return 126
         return 1
+
+
+def _info(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import json
+
+    from gpupart.info import collect, render_text
+
+    report = collect()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        render_text(report, sys.stdout)
+    return 0

@@ -57,6 +57,7 @@ PROBE = textwrap.dedent(
 CASES = {
     "gpupart": "import gpupart\ngpupart.protocol\ngpupart.Location\ngpupart.__version__",
     "backend+topology": "import gpupart.backend\nimport gpupart.topology",
+    "info": "import gpupart.info\nimport gpupart.comm.ucx_info",
 }
 
 
