@@ -117,6 +117,12 @@ def test_close_leaves_no_threads(n):
         assert t["after"] == ["MainThread"]
         if n > 1:  # the runtime did run its threads, and close() stopped them
             assert {"gpupart-progress", "gpupart-control"} <= set(t["running"])
+    # close() releases the memory the runtime kept for reuse (and every tile).
+    assert len(records(out, "kept")) == n, out
+    for k in records(out, "kept"):
+        assert all(v == 0 for v in k["after"].values()), k
+        if n > 1:  # there was something to release
+            assert all(v > 0 for v in k["before"].values()), k
 
 
 def test_closing_over_tcp_resets_no_connection():
