@@ -616,3 +616,176 @@ def test_exchange_via_mpi_then_join_the_coordinator(tmp_path):
     assert rows[0]["coordinator"] == rows[1]["coordinator"]
     assert rows[0]["coordinator"][0] == "127.0.0.1"  # one node: the loopback interface
     assert rows[0]["served"] == rows[1]["served"] == [0, 1]  # both got the full table
+
+
+# -- a whole Slurm job, task by task, as srun starts it ----------------------------------
+
+
+def _eight_gpus():
+    """One node's eight GPUs (NVML index i at PCI bus 0000:<i+1>:00.0), four per NUMA node."""
+    from gpupart import topology
+
+    gpus = tuple(
+        topology.GpuInfo(
+            index=i,
+            pci_bus_id=f"0000:{i + 1:02x}:00.0",
+            uuid=f"GPU-{i:08d}-0000-0000-0000-000000000000",
+            name="NVIDIA H100",
+            numa_node=i // 4,
+            cpu_affinity=tuple(range(i // 4 * 16, i // 4 * 16 + 16)),
+            memory_total=80 << 30,
+        )
+        for i in range(8)
+    )
+    numa = (topology.NumaNode(0, tuple(range(16))), topology.NumaNode(1, tuple(range(16, 32))))
+    return topology.HostTopology(hostname="node", primary_ip="10.1.0.9", numa_nodes=numa, gpus=gpus)
+
+
+def srun_tasks(nodelist, tasks_per_node, *, visible, **extra):
+    """The environment srun gives each task of one step, in rank order.
+
+    ``visible(node_index, local_rank)`` is the task's ``CUDA_VISIBLE_DEVICES`` (None: unset).
+    """
+    nodes = expand_hostlist(nodelist)
+    counts = expand_tasks_per_node(tasks_per_node)
+    size = sum(counts)
+    envs, rank = [], 0
+    for node, (name, count) in enumerate(zip(nodes, counts, strict=True)):
+        for local in range(count):
+            env = {
+                "SLURM_JOB_ID": "777",
+                "SLURM_STEP_ID": "3",
+                "SLURM_PROCID": str(rank),
+                "SLURM_NTASKS": str(size),
+                "SLURM_STEP_NUM_TASKS": str(size),
+                "SLURM_LOCALID": str(local),
+                "SLURM_NODEID": str(node),
+                "SLURMD_NODENAME": name,
+                "SLURM_STEP_TASKS_PER_NODE": tasks_per_node,
+                "SLURM_TASKS_PER_NODE": tasks_per_node,
+                "SLURM_STEP_NODELIST": nodelist,
+                "SLURM_JOB_NODELIST": nodelist,
+                "GPUPART_JOB_TOKEN": TOKEN_HEX,
+                "CUDA_VISIBLE_DEVICES": visible(node, local),
+                **extra,
+            }
+            envs.append({k: v for k, v in env.items() if v is not None})
+            rank += 1
+    return envs
+
+
+def _place(monkeypatch, env):
+    """Rank, size, node, local rank, coordinator, and the GPU index bind_process chooses."""
+    from gpupart import topology
+    from gpupart.backend import CudaProbe
+    from gpupart.job import binding
+    from gpupart.options import RuntimeOptions
+
+    spec = detect(env)
+    topo = _eight_gpus()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    if "CUDA_VISIBLE_DEVICES" in env:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", env["CUDA_VISIBLE_DEVICES"])
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    monkeypatch.delenv("GPUPART_DEVICE", raising=False)
+    count = len(topology.visible_gpus(topo))
+    monkeypatch.setattr(binding.backends, "probe", lambda: CudaProbe(count, None))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)))
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: None)
+    _, gpu = binding.bind_process(spec.local_rank, topo, RuntimeOptions())
+    host = expand_hostlist(env["SLURM_STEP_NODELIST"])[spec.node_id]
+    return spec, host, gpu.index
+
+
+@pytest.fixture
+def resolve_first_node(monkeypatch):
+    """Rank 0 resolves the first node's name to its address (no DNS here for node01)."""
+    import gpupart.job.spec as spec_module
+
+    def fake(host):
+        if host == "node01":
+            return ("node01", [], ["10.1.0.1"])
+        raise OSError(f"unknown host {host}")
+
+    monkeypatch.setattr(spec_module.socket, "gethostbyname_ex", fake)
+
+
+@pytest.mark.parametrize(
+    ("how", "visible", "gpu_of"),
+    [
+        # --gpus-per-node=8: every task sees all eight GPUs and binds the one of its local rank
+        ("gpus-per-node", lambda node, local: ",".join(map(str, range(8))), lambda local: local),
+        # no GPU request that narrows anything: CUDA_VISIBLE_DEVICES unset, same binding
+        ("unset", lambda node, local: None, lambda local: local),
+        # --gpus-per-task=1 (no device cgroup): each task sees its own GPU only
+        ("gpus-per-task", lambda node, local: str(local), lambda local: local),
+        # a site's prolog narrowing in reverse order: the task's one visible GPU is used
+        ("reversed", lambda node, local: str(7 - local), lambda local: 7 - local),
+    ],
+)
+def test_slurm_job_every_task_knows_its_rank_host_coordinator_and_gpu(
+    monkeypatch, resolve_first_node, how, visible, gpu_of
+):
+    nodelist, tasks = "node[01-04,07]", "8(x4),3"
+    envs = srun_tasks(nodelist, tasks, visible=visible)
+    assert len(envs) == 35
+    port = slurm_port("777", "3")
+    hosts = []
+    for rank, env in enumerate(envs):
+        spec, host, gpu = _place(monkeypatch, env)
+        assert (spec.launcher, spec.rank, spec.size, spec.job_id) == ("slurm", rank, 35, "777.3")
+        assert host == env["SLURMD_NODENAME"]  # the node index names the task's own host
+        assert spec.local_rank == int(env["SLURM_LOCALID"]) and gpu == gpu_of(spec.local_rank)
+        assert spec.local_size == (3 if host == "node07" else 8)
+        if rank == 0:
+            assert spec.serve_coordinator and spec.bind_host == "10.1.0.1"
+            assert spec.coordinator == ("10.1.0.1", port)
+        else:
+            assert not spec.serve_coordinator and spec.coordinator == ("node01", port)
+        assert spec.token == bytes.fromhex(TOKEN_HEX)
+        hosts.append(host)
+    assert (
+        hosts == ["node01"] * 8 + ["node02"] * 8 + ["node03"] * 8 + ["node04"] * 8 + ["node07"] * 3
+    )
+
+
+def test_slurm_one_node_eight_tasks_binds_gpus_and_uses_loopback(monkeypatch):
+    envs = srun_tasks("gpu17", "8", visible=lambda node, local: None)
+    for rank, env in enumerate(envs):
+        spec, host, gpu = _place(monkeypatch, env)
+        assert (spec.rank, spec.local_rank, spec.node_id, host, gpu) == (
+            rank,
+            rank,
+            0,
+            "gpu17",
+            rank,
+        )
+        assert spec.coordinator == ("127.0.0.1", slurm_port("777", "3"))
+
+
+def test_slurm_more_tasks_than_gpus_on_a_node_is_a_clear_error(monkeypatch):
+    envs = srun_tasks("gpu17", "9", visible=lambda node, local: None)
+    for env in envs[:8]:
+        _place(monkeypatch, env)
+    with pytest.raises(BootstrapError, match="local rank 8 on node needs its own GPU, but only 8"):
+        _place(monkeypatch, envs[8])
+
+
+def test_slurm_gpus_per_task_is_flagged_by_gpupart_info():
+    from gpupart import info
+    from gpupart.comm.ucx_info import UCXInfo
+
+    def warned(env):
+        topo = _eight_gpus()
+        ucx = UCXInfo(
+            directory="/x", transports=("posix/memory", "cuda_copy/cuda", "cuda_ipc/cuda")
+        )
+        container = info.ContainerInfo(None, info.HOST_IPC_NAMESPACE, False, 1 << 40)
+        return [w for w in info.find_traps(topo, ucx, (), container, env) if "Slurm" in w]
+
+    narrowed = srun_tasks(
+        "node[01-02]", "4(x2)", visible=lambda node, local: str(local), SLURM_GPUS_PER_TASK="1"
+    )
+    assert all(warned(env) for env in narrowed)
+    shared = srun_tasks("node[01-02]", "4(x2)", visible=lambda node, local: "0,1,2,3")
+    assert not any(warned(env) for env in shared)
