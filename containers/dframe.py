@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from gpupart.containers.darray import host_array
 
-__all__ = ["DistFrame", "DistSeries", "Layout"]
+__all__ = ["DistFrame", "DistSeries", "Layout", "row_view"]
 
 
 class Layout:
@@ -475,6 +475,29 @@ _OPERATORS = {
     "gt": operator.gt,
     "ge": operator.ge,
 }
+
+
+def row_view(frame: Any, start: int | None = None, stop: int | None = None) -> Any:
+    """Rows ``start:stop`` of a pandas/cuDF frame or series, numbered from 0, without a copy.
+
+    ``reset_index(drop=True)`` copies every column under pandas 2 (no copy-on-write), so the
+    new index is set on a shallow copy of the slice instead (which pandas 2 does not flag as
+    a slice of the caller's frame); the caller's object is left as it was.
+    """
+    view = frame.iloc[start:stop].copy(deep=False)
+    view.index = _range_index(frame, len(view))
+    return view
+
+
+def _range_index(frame: Any, length: int) -> Any:
+    module = type(frame).__module__.split(".")[0]
+    if module == "cudf":
+        import cudf
+
+        return cudf.RangeIndex(length)
+    import pandas
+
+    return pandas.RangeIndex(length)
 
 
 def _operator(name: str, op: Callable[[Any, Any], Any], reflected: bool) -> Any:

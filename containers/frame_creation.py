@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpupart.containers.creation import runtime_or_init
-from gpupart.containers.dframe import DistFrame, Layout
+from gpupart.containers.dframe import DistFrame, Layout, row_view
 from gpupart.containers.frame_columns import empty_frame, schema
 
 from gpupart.errors import CollectiveError
@@ -32,7 +32,7 @@ def _as_frame(rt: Any, obj: Any, what: str) -> Any:
         obj = module.DataFrame(obj) if kind == "pandas" else obj.to_pandas()
     if len(set(map(repr, obj.columns))) != len(obj.columns):
         raise ValueError(f"{what}: expected distinct column labels, found {list(obj.columns)!r}")
-    return obj.reset_index(drop=True)
+    return row_view(obj)
 
 
 def from_local_frames(piece: Any) -> DistFrame:
@@ -117,7 +117,7 @@ def from_pandas(df: Any, npartitions: int | None = None, *, root: int | None = N
     bounds = _even_bounds(len(frame), npartitions)
     owners = owners_for(npartitions, rt.size)
     parts = {
-        i: frame.iloc[bounds[i] : bounds[i + 1]].reset_index(drop=True)
+        i: row_view(frame, bounds[i], bounds[i + 1])
         for i in range(npartitions)
         if owners[i] == rt.rank
     }
@@ -159,7 +159,7 @@ def _from_root(rt: Any, df: Any, npartitions: int, root: int) -> DistFrame:
     for i in range(npartitions):
         if owners[i] == rt.rank:
             lo, hi = bounds[i] - at, bounds[i + 1] - at
-            parts[i] = mine.iloc[lo:hi].reset_index(drop=True)
+            parts[i] = row_view(mine, lo, hi)
     sizes = [bounds[i + 1] - bounds[i] for i in range(npartitions)]
     return DistFrame(rt, meta, Layout(owners, sizes), parts)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from gpupart.containers import frame_columns
-from gpupart.containers.dframe import DistFrame, Layout
+from gpupart.containers.dframe import DistFrame, Layout, row_view
 
 __all__ = ["rebalance", "repartition", "shuffle_rows"]
 
@@ -81,7 +81,7 @@ def repartition(frame: DistFrame, npartitions: int) -> DistFrame:
     mine = [p for p in range(npartitions) if owners[p] == rt.rank]
     parts, at = {}, 0
     for p in mine:
-        parts[p] = here.iloc[at : at + int(lengths[p])].reset_index(drop=True)
+        parts[p] = row_view(here, at, at + int(lengths[p]))
         at += int(lengths[p])
     return DistFrame(rt, frame.meta, Layout(owners.tolist(), lengths.tolist()), parts)
 
