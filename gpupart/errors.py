@@ -16,6 +16,7 @@ __all__ = [
     "CommTimeoutError",
     "FetchError",
     "GpupartError",
+    "InteropError",
     "LaunchError",
     "NotInitializedError",
     "PartitionedError",
@@ -59,6 +60,13 @@ class PartitionedError(GpupartError, ValueError):
 
 class PartitionedTypeError(PartitionedError, TypeError):
     """A ``__partitioned__`` item has the wrong *type* (also a :class:`TypeError`)."""
+
+
+class InteropError(GpupartError, RuntimeError):
+    """Another system (Dask, Ray, Modin, MPI, ...) is not set up the way an adapter needs.
+
+    The message names the system, what the adapter expected and what it found.
+    """
 
 
 class NotInitializedError(GpupartError, RuntimeError):
