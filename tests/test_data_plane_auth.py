@@ -51,6 +51,7 @@ def test_an_outsider_without_the_token_cannot_inject_or_fetch(tmp_path):
     assert not passed["pwned"] and not (tmp_path / "pwned").exists(), "code ran from a pickle"
     assert passed["at"] >= entered["at"], "rank 0's barrier passed before rank 1 entered it"
     assert "dropped a message" in err and "MAC" in err, err  # refused, and logged
+    assert f"over {(64 << 20) + MAC_BYTES} bytes" in err, err  # too long: discarded unread
     assert sorted(d["rank"] for d in records(out, "done")) == [0, 1]
     # A one-machine job's UCX listens on loopback only (127.0.0.1 is 0100007F in /proc).
     (listening,) = records(out, "listening")

@@ -1,8 +1,9 @@
 """Rank 0 is attacked by an outsider (no token) while it waits in a barrier for rank 1.
 
-Rank 1 starts the outsider (empty environment) once rank 0 has published its worker
+Rank 1 starts the outsider (no environment but PYTHONPATH) once rank 0 has published its worker
 address, waits for it to finish plus a second, then enters the barrier. Rank 0's barrier must
-not pass before rank 1 entered it; no injected code may run; the outsider gets no tile bytes.
+not pass before rank 1 entered it; no injected code may run; the outsider gets no tile bytes;
+no tile bytes of the outsider land in rank 0's fetches.
 Emits ``@entered`` (rank 1), ``@passed`` (rank 0), ``@outsider`` (relayed by rank 1).
 """
 
@@ -49,7 +50,7 @@ if rt.rank == 1:
     outsider = Path(__file__).with_name("auth_outsider.py")
     run = subprocess.run(
         [sys.executable, str(outsider), str(address_file), str(handles[0].tile_id), str(marker)],
-        env={},
+        env={k: v for k, v in os.environ.items() if k == "PYTHONPATH"},  # no token
         capture_output=True,
         text=True,
         timeout=120,
@@ -62,7 +63,13 @@ if rt.rank == 1:
 rt.barrier()
 if rt.rank == 0:
     emit("passed", rank=0, at=time.time(), pwned=marker.exists())
-expect(np.array_equal(rt.get(handles[1 - rt.rank]), np.arange(512.0)), "the job still works")
+# Rank 0's worker holds the outsider's tile bytes (tags of rank 1's DATA): none may land in a
+# fetch of rank 1's tiles, alone, into out=, or packed.
+mine = np.arange(512.0)
+out = np.full(512, -1.0)
+got = [rt.get(handles[1 - rt.rank]), rt.get(handles[1 - rt.rank], out=out)]
+got += rt.get([handles[1 - rt.rank]] * 5)
+expect(all(np.array_equal(g, mine) for g in got), "the job's own tile bytes, no one else's")
 rt.barrier()
 emit("done", rank=rt.rank, size=rt.size)
 rt.close()
