@@ -255,6 +255,54 @@ def test_freed_and_unknown_tiles_fail_exactly_their_tiles(make_job, size, option
     assert make_job(size, options=OPTIONS[options]).run(main) == [kinds] * size
 
 
+@pytest.mark.parametrize(
+    "spec", [((10,), "int64", "C"), ((9000,), "float64", "C")], ids=["packed", "alone"]
+)
+@pytest.mark.parametrize("n", [wire.FEW, wire.FEW + 1])
+def test_the_same_checks_on_both_sides_of_wire_few(make_job, n, spec):
+    """Checks are plain comparisons for up to ``wire.FEW`` items, array ones above: same results.
+
+    Calls of ``n`` handles whose last one is wrong: handles (another job, an owner out of
+    range) and ``out`` buffers (wrong shape) on the consumer; a stale and a freed tile on
+    the owner.
+    """
+    owner, consumer = 0, 1
+
+    def main(rank: Rank):
+        sent = None
+        if rank.rank == owner:
+            handles = [rank.put(tile(owner, i, spec)) for i in range(n + 2)]
+            rank.free(handles[n + 1])
+            stale = dataclasses.replace(handles[n], shape=(1,), nbytes=8)
+            sent = (handles[:n], stale, handles[n + 1])
+        good, stale, freed = rank.collectives.broadcast(sent, root=owner)
+        if rank.rank == consumer:
+            last = n - 1
+            foreign = [*good[:-1], dataclasses.replace(good[-1], job="another-job")]
+            with pytest.raises(ValueError, match=rf"handles\[{last}\]: .*another-job"):
+                rank.get(foreign)
+            stranger = [*good[:-1], dataclasses.replace(good[-1], owner=rank.size)]
+            with pytest.raises(ValueError, match=rf"handles\[{last}\]\.owner"):
+                rank.fetch(stranger)
+            outs = [sentinel(h) for h in good]
+            with pytest.raises(ValueError, match=rf"out\[{last}\]: expected shape"):
+                rank.get(good, out=[*outs[:-1], np.empty(3)])
+            handles = [*good[: n - 2], stale, freed]
+            transfer = rank.fetch(handles, out=[*outs[: n - 2], sentinel(stale), sentinel(freed)])
+            transfer.wait(WAIT)
+            assert "not the size" in str(transfer.error(n - 2))
+            assert isinstance(transfer.error(n - 1), gpupart.TileNotFoundError)
+            assert set(transfer.exceptions()) == {n - 2, n - 1}
+            for k, out in enumerate(outs[: n - 2]):
+                assert transfer.value(k) is out
+                check_tile(out, owner, k, spec)
+            for value, out in zip(rank.get(good, out=outs), outs, strict=True):
+                assert value is out
+        rank.collectives.barrier()
+
+    make_job(2).run(main)
+
+
 # -- cancellation -----------------------------------------------------------------------------
 
 
