@@ -101,9 +101,9 @@ def _expected_nbytes(dtype: str, shape: tuple[int, ...]) -> int | None:
 def handle_records(handles: Sequence[Any]) -> np.ndarray | None:
     """Owner, tile id, size, job and kind of every handle as a :data:`HANDLE_RECORD` array.
 
-    One pass over the list (~30 ns a handle). Returns None if any item is not a
-    :class:`Handle` or has a field that does not fit its record (callers then check the
-    handles one by one, which names the culprit).
+    One pass over the list (what it saves is in ``bench/RESULTS.md``). Returns None if any
+    item is not a :class:`Handle` or has a field that does not fit its record (callers then
+    check the handles one by one, which names the culprit).
     """
     try:
         records = np.frombuffer(b"".join(map(_RECORD_OF, handles)), HANDLE_RECORD)
