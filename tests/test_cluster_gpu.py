@@ -1,4 +1,4 @@
-"""Real-GPU runtime tests: CuPy tiles with streams and events, fetched between ranks.
+"""Real-GPU runtime tests: CuPy tiles with streams and events, fetched and exchanged between ranks.
 
 Both ranks may share one GPU (the runtime binds GPU 0 when only one is visible).
 """

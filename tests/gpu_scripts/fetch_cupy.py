@@ -1,9 +1,10 @@
-"""GPU rank script: CuPy tiles produced on their own streams, fetched across ranks."""
+"""GPU rank script: CuPy tiles produced on their own streams, fetched and exchanged across ranks."""
 
 from __future__ import annotations
 
 import cupy as cp
 import numpy as np
+import pyarrow as pa
 
 import gpupart
 
@@ -51,6 +52,28 @@ with gpupart.init(device="cuda") as rt:
         cp.asnumpy(out_dev), expected(peer[2].owner, 2, (3 << 20,), "uint8", "C")
     )
     np.testing.assert_array_equal(out_host, expected(peer[1].owner, 1, (1000, 3), "float32", "F"))
+
+    # exchange: CuPy pieces (uneven, one empty), then dicts of a CuPy column and strings
+    def length(src: int, dst: int) -> int:
+        return 0 if (src, dst) == (0, 1) else src * 10 + dst + 1
+
+    pieces = [cp.arange(length(rt.rank, d), dtype=cp.int64) * (d + 1) for d in range(rt.size)]
+    got = rt.exchange(pieces)
+    for src, arr in enumerate(got):
+        assert isinstance(arr, cp.ndarray), type(arr)
+        want = np.arange(length(src, rt.rank)) * (rt.rank + 1)
+        np.testing.assert_array_equal(cp.asnumpy(arr), want)
+    tables = [
+        {
+            "x": cp.full(d + 2, rt.rank, dtype=cp.float32),
+            "s": pa.array([f"{rt.rank}-{d}-{k}" for k in range(d + 2)]),
+        }
+        for d in range(rt.size)
+    ]
+    for src, table in enumerate(rt.exchange(tables)):
+        assert isinstance(table["x"], cp.ndarray), type(table["x"])
+        assert cp.asnumpy(table["x"]).tolist() == [float(src)] * (rt.rank + 2)
+        assert table["s"].to_pylist() == [f"{src}-{rt.rank}-{k}" for k in range(rt.rank + 2)]
     total = rt.allreduce(cp.ones(4, dtype=cp.float64))
     assert isinstance(total, cp.ndarray) and float(total[0]) == rt.size
     print(f"GPU OK rank {rt.rank}")
