@@ -65,6 +65,8 @@ from urllib.parse import quote
 import numpy as np
 from gpupart.containers.dframe import DistFrame, Layout
 
+from gpupart.trace import ranged
+
 __all__ = ["assign_runs", "part_name", "read_parquet", "to_parquet"]
 
 #: The operators of pyarrow's DNF filters that ``read_parquet`` accepts.
@@ -663,6 +665,7 @@ def _check_split(split_row_groups: Any) -> None:
     )
 
 
+@ranged("io.read_parquet")
 def read_parquet(
     path: Any,
     columns: Sequence[str] | None = None,
@@ -767,6 +770,7 @@ def _read(
 # -- writing -----------------------------------------------------------------------------------
 
 
+@ranged("io.to_parquet")
 def to_parquet(
     df: DistFrame,
     path: Any,

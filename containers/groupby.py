@@ -59,6 +59,8 @@ from typing import Any
 import numpy as np
 from gpupart.containers.dframe import DistFrame, DistSeries, Layout, _check_columns, _is_pandas
 
+from gpupart.trace import ranged
+
 __all__ = [
     "AGGREGATIONS",
     "DistGroupBy",
@@ -546,6 +548,7 @@ class _Plan:
             meta[o.name] = self.module.Series([], dtype=dtype)
         return meta
 
+    @ranged("compute.groupby")
     def aggregate(self) -> DistFrame:
         """Run groupby-agg (see the module docstring)."""
         rt = self.rt
@@ -563,6 +566,7 @@ class _Plan:
         meta = self._result_meta(dtypes)
         return DistFrame(rt, meta, Layout(range(rt.size)), {rt.rank: result})
 
+    @ranged("compute.groupby")
     def transform(self) -> DistFrame:
         """Run transform: aggregate, send each key's values back to its rows' ranks, map."""
         from gpupart.containers.shuffle import shuffle_rows

@@ -67,6 +67,7 @@ from gpupart.containers.dframe import DistFrame, DistSeries, Layout
 from gpupart.containers.shuffle import shuffle_rows
 
 from gpupart.errors import GpupartError
+from gpupart.trace import ranged
 
 __all__ = ["JoinLimits", "JoinSkewError", "merge", "series_sort_values", "sort_values"]
 
@@ -111,6 +112,7 @@ class _Plan:
     meta: Any  # the merge of the two schemas: pandas' columns, in order
 
 
+@ranged("compute.merge")
 def merge(
     left: DistFrame,
     right: DistFrame,
@@ -671,6 +673,7 @@ def _cast_columns(frame: Any, target: Sequence[Any]) -> Any:
 # == sort_values ===============================================================================
 
 
+@ranged("compute.sort_values")
 def sort_values(
     df: DistFrame,
     by: Any,

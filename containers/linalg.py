@@ -44,6 +44,7 @@ from gpupart.containers.manipulation import (
 from gpupart.containers.reductions import is_replicated, local_whole, replicated
 
 from gpupart.protocol import Tiling
+from gpupart.trace import ranged
 
 __all__ = ["matmul", "matrix_transpose", "tensordot", "vecdot"]
 
@@ -120,6 +121,7 @@ def _unsupported(a: _Side, b: _Side, why: str) -> NotImplementedError:
     )
 
 
+@ranged("compute.matmul")
 def _contract(
     rt: Any, xp: Any, a: _Side, b: _Side, a_axes: tuple[int, ...], b_axes: tuple[int, ...]
 ) -> DistArray:
@@ -250,6 +252,7 @@ def matmul(x1: Any, x2: Any, /) -> DistArray:
     return out
 
 
+@ranged("compute.matmul")
 def _batched(xp: Any, a: _Side, b: _Side) -> DistArray:
     """Return ``a @ b`` with batch dimensions, tile by tile of the operand whose batch is whole.
 

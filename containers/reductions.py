@@ -38,6 +38,7 @@ from gpupart.containers.darray import REPLICATED, DistArray, host_array
 from gpupart.containers.manipulation import check_array, normalize_axis
 
 from gpupart.protocol import Tiling
+from gpupart.trace import ranged
 
 __all__ = [
     "all",
@@ -148,6 +149,7 @@ def _drop(seq: Any, axes: tuple[int, ...]) -> tuple[Any, ...]:
     return tuple(v for d, v in enumerate(seq) if d not in axes)
 
 
+@ranged("compute.reduce")
 def reduce(x: DistArray, axes: tuple[int, ...], keepdims: bool, red: Reducer) -> DistArray:
     """Reduce ``x`` over ``axes`` (sorted, distinct) with ``red`` (collective; see module)."""
     rt, xp = x.runtime, x.xp

@@ -44,6 +44,7 @@ from gpupart.containers.darray import DistArray, host_array
 from gpupart.containers.manipulation import check_array, normalize_axis
 
 from gpupart.protocol import Tiling
+from gpupart.trace import ranged
 
 __all__ = [
     "argsort",
@@ -226,6 +227,7 @@ def argsort(
     return x.map_tiles(one, INDEX)
 
 
+@ranged("compute.sort")
 def _sample_sort(x: DistArray, descending: bool, *, indices: bool) -> DistArray:
     """Return the values (or global indices) of a 1-d ``x`` in sorted order (collective)."""
     rt, xp = x.runtime, x.xp

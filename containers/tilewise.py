@@ -28,6 +28,7 @@ from gpupart.containers import layout
 from gpupart.containers.darray import REPLICATED, DistArray
 
 from gpupart.protocol import Tiling
+from gpupart.trace import ranged
 
 __all__ = ["STANDARD_DTYPES", "Operand", "apply", "broadcast_shape", "describe", "operand"]
 
@@ -145,6 +146,7 @@ def broadcast_shape(fn: str, operands: Sequence[Operand]) -> tuple[int, ...]:
         ) from None
 
 
+@ranged("compute.elementwise")
 def apply(
     fn: str,
     kernel: Callable[..., Any],

@@ -24,6 +24,7 @@ from gpupart.job import bootstrap
 from gpupart.job.binding import bind_process
 from gpupart.job.coordinator import COORDINATOR_RANK, Coordinator, CoordinatorClient
 from gpupart.location import Location
+from gpupart.logs import RankLogging
 from gpupart.options import RuntimeOptions
 from gpupart.tiles.exchange import Exchange
 from gpupart.tiles.fetcher import Fetcher
@@ -32,6 +33,7 @@ from gpupart.tiles.owner import TileOwner
 from gpupart.tiles.serve import TileServer
 from gpupart.tiles.store import TileStore
 from gpupart.tiles.transfer import Transfer
+from gpupart.transfer_summary import TransferLog
 
 __all__ = ["Runtime", "current", "init"]
 
@@ -68,6 +70,8 @@ class Runtime:
         self._server: TileServer | None = None
         self._fetcher: Fetcher | None = None
         self._exchange: Exchange | None = None
+        self._logging: RankLogging | None = None
+        self._transfers: TransferLog | None = None
         if spec.size > MAX_RANKS:
             raise GpupartError(f"size: at most {MAX_RANKS} ranks are supported, found {spec.size}")
 
@@ -93,8 +97,18 @@ class Runtime:
         )
         self.peers: list[Location] = [self.location]
         try:
+            self._logging = RankLogging(self.rank, options.log_level)
+            if options.transfer_summary:
+                self._transfers = TransferLog(
+                    rank=self.rank,
+                    size=self.size,
+                    job_id=self.job_id,
+                    host=self.host,
+                    target=options.transfer_summary,
+                )
             if self.size > 1:
                 self._join(spec)
+                self._logging.attach()  # the loggers of the modules _join imported
             self._collectives = Collectives(
                 self.rank, self.size, self._transport, self._engine, timeout=options.timeout
             )
@@ -114,6 +128,7 @@ class Runtime:
                 options=options,
                 transport=self._transport,
                 engine=self._engine,
+                traffic=None if self._transfers is None else self._transfers.received,
             )
             self._exchange = Exchange(
                 rank=self.rank,
@@ -194,6 +209,7 @@ class Runtime:
             engine,
             serve_timeout=options.fetch_timeout,
             pack_threshold=options.pack_threshold,
+            traffic=None if self._transfers is None else self._transfers.sent,
         )
         self._coordinator_rank = 0 if spec.launcher in ("slurm", "mpi") else COORDINATOR_RANK
 
@@ -368,6 +384,9 @@ class Runtime:
             healthy = failure is None and engine is not None and engine.alive and not engine.lost
             if failure is not None and self._client is not None:
                 self._client.report_failure(failure, timeout=min(opts.close_timeout, 2.0))
+            if self._transfers is not None:  # before any endpoint closes
+                gather = self._collectives.allgather if healthy and collective else None
+                self._transfers.publish(self._transport, gather, 0.25 * opts.close_timeout)
             if healthy and collective:
                 try:
                     self._collectives.barrier(0.5 * opts.close_timeout, kind=Kind.FINALIZE)
@@ -401,6 +420,8 @@ class Runtime:
                 if failure is None:
                     self._coordinator.wait_all_left(max(deadline - time.monotonic(), 0.0))
                 self._coordinator.close()
+            if self._logging is not None:
+                self._logging.close()
             _registry.forget(self)
 
     def __enter__(self) -> Runtime:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,6 +54,12 @@ class RuntimeOptions:
     pin_cpus: bool = True
     #: Extra UCX options without the ``UCX_`` prefix, e.g. ``{"TLS": "tcp,self"}``.
     ucx_config: Mapping[str, str] = field(default_factory=dict)
+    #: Level of the ``gpupart`` loggers while the runtime is open ('DEBUG', 'INFO', ...);
+    #: None leaves it alone. Records carry a ``[rank N]`` prefix either way (gpupart.logs).
+    log_level: str | None = None
+    #: True prints bytes and GB/s per peer and transport at close; a path also writes them
+    #: there as JSON (:mod:`gpupart.transfer_summary`). ``GPUPART_TRANSFER_SUMMARY=1|path``.
+    transfer_summary: bool | str = False
 
     @classmethod
     def resolve(
@@ -80,6 +87,8 @@ class RuntimeOptions:
 
 
 def _coerce(name: str, value: Any, default: Any, *, source: str) -> Any:
+    if name in ("log_level", "transfer_summary"):
+        return _coerce_text(name, value, source)
     if name == "device":
         if value is None or value in ("", "auto"):
             return None
@@ -116,3 +125,27 @@ def _coerce(name: str, value: Any, default: Any, *, source: str) -> Any:
     if converted < 0 or (converted == 0 and name not in _ZERO_ALLOWED):
         raise ValueError(f"{source}: expected a positive {kind.__name__}, found {value!r}")
     return converted
+
+
+def _coerce_text(name: str, value: Any, source: str) -> Any:
+    """``log_level``: a logging level name or None; ``transfer_summary``: a bool or a path."""
+    if name == "log_level":
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise TypeError(f"{source}: expected a level name such as 'INFO', found {value!r}")
+        level = value.strip().upper()
+        if level not in logging.getLevelNamesMapping():
+            known = sorted(logging.getLevelNamesMapping())
+            raise ValueError(f"{source}: expected one of {known}, found {value!r}")
+        return level
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"{source}: expected a bool or a file path, found {value!r}")
+    lowered = value.strip().lower()
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    return value

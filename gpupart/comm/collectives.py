@@ -47,6 +47,7 @@ from gpupart.errors import (
     TransportError,
 )
 from gpupart.job.coordinator import LEFT_REASON
+from gpupart.trace import annotate
 
 __all__ = ["REDUCE_OPS", "Collectives", "Mailbox"]
 
@@ -303,7 +304,7 @@ class Collectives:
         kind = Kind.COLLECTIVE
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        with self._lock:
+        with annotate("collective.alltoall"), self._lock:
             number = self._begin(kind)
             seq = 2 * number
             try:
@@ -338,7 +339,7 @@ class Collectives:
         """Reduce ``value`` to rank 0 with ``combine``, then broadcast the result back."""
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        with self._lock:
+        with annotate("collective." + signature[0]), self._lock:
             number = self._begin(kind)
             if self.size == 1:
                 result = value

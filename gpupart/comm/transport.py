@@ -91,6 +91,14 @@ class Transport(abc.ABC):
         """Whether :meth:`cancel` can withdraw a posted receive."""
         return True
 
+    def lanes(self) -> dict[int, list[str]] | None:
+        """Return the transports reaching each peer (``'tcp/eth0'``...), None if unknown."""
+        return None
+
+    def settings(self) -> dict[str, str]:
+        """Return the configuration worth reporting (UCX: ``TLS``, ``NET_DEVICES``)."""
+        return {}
+
     @abc.abstractmethod
     def cancel(self, request: Request) -> None:
         """Withdraw a receive no message has matched yet (see the module docstring)."""

@@ -34,6 +34,7 @@ from typing import Any
 from gpupart.comm import ucx_library
 from gpupart.comm.tags import UNEXPECTED_MASK
 from gpupart.comm.transport import Transport
+from gpupart.comm.ucx_lanes import endpoint_lanes
 from gpupart.errors import TransportError
 
 __all__ = ["UCXTransport", "load_ucx"]
@@ -212,6 +213,15 @@ class UCXTransport(Transport):
     def cuda_support(self) -> bool:
         """Whether UCX was built and started with CUDA memory support."""
         return bool(self._context.cuda_support)
+
+    def lanes(self) -> dict[int, list[str]] | None:
+        """Return the ``transport/device`` lanes of each peer's endpoint (``ucp_ep_query``)."""
+        return endpoint_lanes({rank: ep.handle for rank, ep in self._endpoints.items()})
+
+    def settings(self) -> dict[str, str]:
+        """Return the UCX context's ``TLS`` and ``NET_DEVICES``."""
+        config = self._context.config
+        return {key: config[key] for key in ("TLS", "NET_DEVICES") if key in config}
 
     def connect(self, rank: int, address: bytes) -> None:
         """Create the endpoint to ``rank`` from its worker address (never to ourselves)."""

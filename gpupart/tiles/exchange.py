@@ -38,6 +38,7 @@ from gpupart.tiles.owner import TileOwner
 from gpupart.tiles.pool import ReceivePool
 from gpupart.tiles.store import TileStore
 from gpupart.tiles.transfer import Transfer
+from gpupart.trace import annotate
 
 __all__ = ["Exchange"]
 
@@ -77,6 +78,10 @@ class Exchange:
 
     def run(self, pieces: Sequence[Any], timeout: float | None = None) -> list[Any]:
         """Exchange ``pieces`` (``pieces[d]`` for rank ``d``); return the pieces for here."""
+        with annotate("exchange"):
+            return self._run(pieces, timeout)
+
+    def _run(self, pieces: Sequence[Any], timeout: float | None) -> list[Any]:
         limit = self._timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         problem: Exception | None = None

@@ -41,7 +41,9 @@ from gpupart.tiles.plan import plan_items, request_bounds
 from gpupart.tiles.pool import ReceivePool
 from gpupart.tiles.receive import Receive, error_for
 from gpupart.tiles.store import TileStore, copy_into
+from gpupart.tiles.traffic import Traffic
 from gpupart.tiles.transfer import Transfer
+from gpupart.trace import annotate
 
 __all__ = ["Fetcher"]
 
@@ -69,6 +71,7 @@ class Fetcher:
         options: RuntimeOptions,
         transport: Transport | None,
         engine: ProgressEngine | None,
+        traffic: Traffic | None = None,
     ) -> None:
         self.rank = rank
         self.size = size
@@ -78,6 +81,7 @@ class Fetcher:
         self._options = options
         self._transport = transport
         self._engine = engine
+        self._traffic = traffic  # bytes asked of each owner, for the transfer summary
         self._receive_pool = ReceivePool(options.receive_pool_bytes)
         self._receives: dict[tuple[int, int], Receive] = {}
         # Batches are numbered from a random start: an outsider cannot aim at the tags of
@@ -106,6 +110,12 @@ class Fetcher:
         cancellable: bool = True,
     ) -> Transfer:
         """Check the arguments and start fetching; tiles land in the returned transfer."""
+        with annotate("fetch.start"):
+            return self._start(handles, out, timeout, cancellable)
+
+    def _start(
+        self, handles: Sequence[Any], out: Any, timeout: float | None, cancellable: bool
+    ) -> Transfer:
         handles = list(handles)
         records = self._check_handles(handles)
         outs = self._check_outs(handles, out, records)
@@ -144,9 +154,10 @@ class Fetcher:
         the requests it posts (a hand-off would cost more than a small tile's transfer).
         """
         if self._engine is None:
-            return self.start(handles, out, timeout).result(0.0)
-        with self._engine.helping():
-            transfer = self.start(handles, out, timeout, cancellable=False)
+            with annotate("fetch.get"):
+                return self._start(handles, out, timeout, True).result(0.0)
+        with annotate("fetch.get"), self._engine.helping():
+            transfer = self._start(handles, out, timeout, False)
             try:
                 return transfer.result(max(transfer.deadline - time.monotonic(), 0.0))
             except CommTimeoutError as exc:
@@ -293,8 +304,11 @@ class Fetcher:
                 deadline=deadline,
                 timeout=timeout,
                 on_finish=self._finished,
+                traffic=self._traffic,
             )
             self._receives[(owner, batch)] = receive
+            if self._traffic is not None:
+                self._traffic.begin(owner, int(nbytes[lo:hi].sum()))
             receive.post()
             engine.submit(receive)
             receives.append(receive)

@@ -29,6 +29,7 @@ from gpupart.errors import FetchError, GpupartError, TileNotFoundError
 from gpupart.tiles import wire
 from gpupart.tiles.handles import Handle
 from gpupart.tiles.store import byte_view, copy_into
+from gpupart.tiles.traffic import Traffic
 from gpupart.tiles.transfer import Transfer
 
 __all__ = ["Receive", "error_for"]
@@ -74,6 +75,7 @@ class Receive(Operation):
         deadline: float,
         timeout: float,
         on_finish: Callable[[Receive], None],
+        traffic: Traffic | None = None,
     ) -> None:
         self.transport = transport
         self._send_control = send_control
@@ -97,6 +99,7 @@ class Receive(Operation):
         # this request's own (a pack, or a private result), which must outlive it.
         self.orphans: list[tuple[Any, Any]] = []
         self._on_finish = on_finish
+        self._traffic = traffic  # told once when the data has landed (or the request failed)
         self._private_outs = private_outs
         self._allocate = allocate
         self._send: Any = None
@@ -230,10 +233,19 @@ class Receive(Operation):
             if value is not None:
                 transfer.deliver_one(int(where[item.index]), value)
             alone.popleft()
-        if alone or self._send is not None or any(m is not None for m in self._pack_members):
+        if alone or any(m is not None for m in self._pack_members):
+            return False
+        self._landed()
+        if self._send is not None:
             return False
         self._finish()
         return True
+
+    def _landed(self) -> None:
+        """End this request in the traffic count (once): its data is here, or it failed."""
+        if self._traffic is not None:
+            traffic, self._traffic = self._traffic, None
+            traffic.end(self.peer)
 
     def _deliver_pack(self, j: int, members: np.ndarray) -> None:
         """Hand every tile of a landed pack to the transfer (views, or copies into ``out``)."""
@@ -266,6 +278,7 @@ class Receive(Operation):
         self.transfer.deliver(targets, values)
 
     def _finish(self) -> None:
+        self._landed()
         if not self.finished:
             self.finished = True
             self._on_finish(self)

@@ -28,6 +28,8 @@ from gpupart.kernels.pack import gather_host
 from gpupart.tiles import wire
 from gpupart.tiles.pool import HostBufferPool
 from gpupart.tiles.store import Tile, TileStore
+from gpupart.tiles.traffic import Traffic
+from gpupart.trace import annotate
 
 __all__ = ["TileServer"]
 
@@ -53,8 +55,10 @@ class TileServer:
         serve_timeout: float,
         pack_threshold: int = 64 << 10,
         pool_bytes: int = 256 << 20,
+        traffic: Traffic | None = None,
     ) -> None:
         self.store = store
+        self.traffic = traffic  # bytes sent to each consumer, for the transfer summary
         self.pack_threshold = pack_threshold
         self.transport = transport
         self.engine = engine
@@ -182,7 +186,10 @@ class _ServeRequest(Operation):
                 if self.pending:
                     return False
             self.started = True
-            self._send_all()
+            if self.server.traffic is not None:
+                self.server.traffic.count(self.peer, self._sent_bytes())
+            with annotate("fetch.serve"):
+                self._send_all()
         sends = self.sends
         while self._checked < len(sends) and sends[self._checked].completed:
             self.server.transport.check(sends[self._checked])
@@ -199,6 +206,12 @@ class _ServeRequest(Operation):
             if served:
                 self.server.store.used(self.request.items["tile_id"][served].tolist())
         return True
+
+    def _sent_bytes(self) -> int:
+        """Bytes of the tiles this request sends (those found at their announced size)."""
+        nbytes = self.request.items["nbytes"]
+        total = int(nbytes.sum())
+        return total - int(nbytes[self.failed].sum()) if len(self.failed) else total
 
     def _send(self, seq: int, buffer: Any) -> None:
         tag = make_tag(Kind.DATA, self.server.store.owner, seq)
