@@ -11,7 +11,6 @@ process it starts and reads the results back.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.metadata
 import json
 import os
@@ -314,15 +313,14 @@ def mpiexec() -> str | None:
 
 
 def run_mpi(params: dict, env: Mapping[str, str], timeout: float) -> dict:
-    """mpi4py ping-pong and windowed streaming under ``mpiexec -n 2`` over MPICH's UCX netmod.
+    """mpi4py ping-pong and windowed streaming under ``mpiexec -n 2``, MPI's own defaults.
 
-    ``MPIR_CVAR_CH4_NETMOD=ucx`` and ``MPIR_CVAR_NOLOCAL=1`` route the two ranks through UCX
-    (with the same ``UCX_TLS``) instead of MPICH's own shared-memory path.
+    The ``bench`` extra's MPI is the MPICH 3.4 wheel (ch3: shared memory on one machine); it
+    has no UCX of its own (README, "MPI and UCX").
     """
     exe = mpiexec()
     if exe is None:
         return {"skipped": "mpiexec not found (pip install mpich mpi4py)"}
-    env = dict(env, MPIR_CVAR_CH4_NETMOD="ucx", MPIR_CVAR_NOLOCAL="1")
     return _run_json_peer(
         [exe, "-n", "2", sys.executable, str(HERE / "_mpi_peer.py")], params, env, timeout
     )
@@ -524,15 +522,11 @@ def _git_describe() -> str | None:
 
 
 def loaded_ucx_version() -> str | None:
-    """Version of the ``libucp`` this process has loaded (peers bundle their own UCX builds)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/maps").read_text().splitlines():
-            path = line.split()[-1] if len(line.split()) >= 6 else ""
-            if "libucp" in os.path.basename(path):
-                lib = ctypes.CDLL(path)
-                lib.ucp_get_version_string.restype = ctypes.c_char_p
-                return f"{lib.ucp_get_version_string().decode()} ({path})"
-    return None
+    """The UCX this process has loaded, as text (peers may bundle their own), or None."""
+    from gpupart.comm.ucx_library import loaded_ucx
+
+    copies = loaded_ucx()
+    return str(copies[0]) if copies else None
 
 
 def time_calls(

@@ -14,8 +14,8 @@ One command runs both on this machine, for every job size and total, on the same
   ``comm.Alltoallv`` of the same counts, into one receive buffer allocated and touched once
   before the repetitions (``reused``, the usual MPI pattern) and into a new ``np.empty``
   buffer in every call (``fresh``, like gpupart's results: first-touch page faults
-  included). MPICH runs over its UCX netmod with ``MPIR_CVAR_NOLOCAL=1`` (the same UCX_TLS
-  as gpupart; see ``_peers.run_mpi``).
+  included). MPI runs with its own defaults (the ``bench`` extra's MPICH 3.4: shared memory
+  on one machine; see ``_peers.run_mpi``).
 
 Timing: every repetition starts after a barrier; each rank times its own call; the
 repetition takes as long as the slowest rank. Bandwidth = bytes a rank receives from the
@@ -328,7 +328,6 @@ def run_mpi(n: int, params: dict, env: dict[str, str], timeout: float) -> dict:
     exe = _peers.mpiexec()
     if exe is None:
         return {"skipped": "mpiexec not found (pip install mpich mpi4py)"}
-    env = dict(env, MPIR_CVAR_CH4_NETMOD="ucx", MPIR_CVAR_NOLOCAL="1")
     cmd = [exe, "-n", str(n), sys.executable, str(Path(__file__)), "--mpi-worker"]
     return _peers._run_json_peer(cmd, params, env, timeout)
 
@@ -602,12 +601,12 @@ def main(argv: list[str] | None = None) -> int:
         " extra memory: peak RSS during the call - RSS before - new result memory (largest rank)"
     )
     report["notes"].append(
-        "MPI runs over MPICH's ch4:ucx netmod with MPIR_CVAR_NOLOCAL=1 (same UCX_TLS)"
+        "MPI runs with its own defaults (the bench extra's MPICH 3.4: ch3, shared memory)"
     )
     if ucx_tls is None:
         report["notes"].append(
             "UCX_TLS unset: gpupart leaves CMA out by default (a reader's CMA copy aborts when"
-            " its owner dies), MPICH's UCX uses it; --tls nocma runs both without CMA"
+            " its owner dies)"
         )
     report["summary"] = summarize(report)
     out = Path(args.out)
