@@ -4,6 +4,8 @@ reason, where it is not installed: ``pip install -e .[test]`` brings both)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -116,3 +118,50 @@ def test_ucx_in_the_images_is_built_with_verbs():
         assert "--with-verbs" in text and "--with-rdmacm" in text, name
         assert "RAPIDS_LIBUCX_PREFER_SYSTEM_LIBRARY=true" in text, name
         assert "rapidsai/base:" in text, name
+
+
+# -- bench/gpu_check.sh without a GPU ------------------------------------------------------
+
+
+def _gpu_check(tmp_path, *args: str, steps: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPUPART_", "SLURM_"))}
+    env.update(OUT=str(tmp_path), PYTHON=sys.executable)
+    if steps is not None:
+        env["GPU_CHECK_STEPS"] = steps
+    return subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env,
+        cwd=tmp_path,  # the script finds the repository from its own path
+    )
+
+
+def test_gpu_check_refuses_unknown_arguments(tmp_path):
+    proc = _gpu_check(tmp_path, "--fast")
+    assert proc.returncode == 2 and "usage: bash bench/gpu_check.sh [--dry-run]" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_gpu_check_dry_run_on_cpu(tmp_path):
+    """Every step but the GPU tests, on CPU at small sizes: the flow, the benchmarks' CPU
+    paths, gpupart info's JSON and the final table."""
+    steps = "wheels install info gpu-fetch arrays gpu-ml"
+    proc = _gpu_check(tmp_path, "--dry-run", steps=steps)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = (tmp_path / "summary.txt").read_text()
+    for name in steps.split():
+        assert f"== {name}\n   rc=0 in" in summary, summary
+    assert "== tests-gpu" not in summary  # GPU_CHECK_STEPS leaves it out
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["ucx"]["version"] and "gpus" in info
+    table = (tmp_path / "table.md").read_text()
+    assert "peer fetch 64 KiB" in table and "peer fetch 1 MiB" in table
+    for op in ("exp(x).sum()", "(2*x + y).sum()", "std(x)", "X.T @ X"):
+        assert f"| DistArray {op} |" in table
+    assert "LinearRegression.fit" in table and "PCA.fit" in table
+    assert "missing or failed" not in table
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("failures: 0 in")
