@@ -279,12 +279,21 @@ def test_simulated_slurm_step(tmp_path: Path, n):
 # -- a rank that fails ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("n", "mode"), [(2, "barrier"), (3, "barrier"), (3, "fetch")])
-def test_a_failing_rank_tells_every_other_rank_why_at_once(start_ranks, n, mode):
-    """Without a launcher to stop them, the others raise PeerLostError quoting the error."""
+@pytest.mark.parametrize(
+    ("n", "mode", "style"),
+    [(2, "barrier", "with"), (3, "barrier", "with"), (3, "fetch", "with"), (3, "fetch", "atexit")],
+)
+def test_a_failing_rank_tells_every_other_rank_why_at_once(start_ranks, n, mode, style):
+    """Without a launcher to stop them, the others raise PeerLostError quoting the error.
+
+    ``atexit``: the error ends the failing rank's program uncaught (no ``with``); the
+    runtime's close at exit must still report it instead of leaving as if all were well.
+    """
     bad = n - 1
     events = []
-    job = start_ranks(n, "failing_rank.py", str(bad), mode, on_event=lambda *e: events.append(e))
+    job = start_ranks(
+        n, "failing_rank.py", str(bad), mode, style, on_event=lambda *e: events.append(e)
+    )
     results = job.wait(timeout=120)
     report = "\n".join(r.describe() for r in results)
     (failing,) = records(results[bad].stdout, "failing")

@@ -5,13 +5,18 @@ Also unit tests of the MAC itself (gpupart/comm/auth.py).
 
 from __future__ import annotations
 
+import os
+import pickle
+import time
+
 import numpy as np
 import pytest
 from conftest import records, run_job
 
 from gpupart.comm.auth import MAC_BYTES, MessageSeal, job_key
+from gpupart.comm.collectives import Mailbox
 from gpupart.comm.tags import Kind, make_tag
-from gpupart.errors import AuthenticationError
+from gpupart.errors import AuthenticationError, CollectiveError
 
 
 def test_a_sealed_message_opens_only_for_its_receiver_tag_and_key():
@@ -37,6 +42,49 @@ def test_a_sealed_message_opens_only_for_its_receiver_tag_and_key():
         receiver.open(tag, flipped)
     with pytest.raises(AuthenticationError):
         receiver.open(tag, sealed[:5])  # shorter than a MAC
+
+
+class _Trap:
+    """Unpickling this creates a directory: proof that something unpickled it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (os.mkdir, (self.path,))
+
+
+def test_a_pickle_behind_a_valid_mac_is_never_unpickled(tmp_path):
+    # A job member (or a MAC check gone wrong) sends a pickle as a collective payload and
+    # as an abort: the typed decoder refuses both, nothing runs, the collective fails.
+    trap = tmp_path / "unpickled"
+    payload = np.frombuffer(pickle.dumps(_Trap(str(trap))), np.uint8)
+    mailbox = Mailbox()
+    mailbox.put(int(Kind.COLLECTIVE), 1, 0, payload)
+    signature, status, value = mailbox.take(
+        int(Kind.COLLECTIVE),
+        1,
+        0,
+        signature=("barrier",),
+        rank=0,
+        deadline=time.monotonic() + 5,
+        what="barrier()",
+        lost=lambda rank: None,
+    )
+    assert (signature, status) == ((), "error") and "rank 1 sent a malformed" in value, value
+    mailbox.put_abort(1, 1, payload)
+    with pytest.raises(CollectiveError, match="rank 1 sent a malformed abort"):
+        mailbox.take(
+            int(Kind.COLLECTIVE),
+            1,
+            2,
+            signature=("barrier",),
+            rank=0,
+            deadline=time.monotonic() + 5,
+            what="barrier()",
+            lost=lambda rank: None,
+        )
+    assert not trap.exists(), "a collective payload was unpickled"
 
 
 @pytest.mark.multiprocess

@@ -396,6 +396,34 @@ def test_a_get_that_times_out_withdraws_its_receives(make_job, size):
     make_job(size).run(main)
 
 
+def test_an_owner_gives_up_serving_a_request_at_its_serve_timeout(make_job):
+    """A request whose tiles never become ready is dropped at the deadline, not held forever.
+
+    The consumer gives up first; the owner's serving of the request (which holds the tiles
+    and would hold the pack memory) must end within ``serve_timeout``.
+    """
+    owner, consumer = 0, 1
+    event = ManualEvent()  # completed only at the end: the tiles are never ready before
+
+    def main(rank: Rank):
+        handles = None
+        if rank.rank == owner:
+            handles = [rank.put(tile(owner, i), event) for i in (0, 1, 5)]
+        handles = rank.collectives.broadcast(handles, root=owner)
+        if rank.rank == consumer:
+            with pytest.raises(gpupart.CommTimeoutError):
+                rank.get(handles, timeout=0.2)
+        rank.collectives.barrier()
+        if rank.rank == owner:
+            started = time.monotonic()
+            assert rank.engine.drain(5.0), "the owner still serves a request past its deadline"
+            assert time.monotonic() - started < 2.0
+        rank.collectives.barrier()
+        event.complete()
+
+    make_job(2, serve_timeout=0.5).run(main)
+
+
 @pytest.mark.parametrize("size", [2, 3])
 def test_get_has_withdrawn_its_receives_when_it_raises(make_job, size):
     """The withdrawal is get's own doing, before it raises (not a later deadline sweep).

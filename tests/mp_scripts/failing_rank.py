@@ -1,9 +1,11 @@
-"""Rank ``BAD`` (argv[1]) raises inside ``with gpupart.init()`` while the others wait on it.
+"""Rank ``BAD`` (argv[1]) raises while the others wait on it.
 
 MODE (argv[2]): ``barrier`` (the others wait in a barrier) or ``fetch`` (the others fetch a
-large tile from the failing rank in a loop when it raises). Survivors emit ``@lost`` with
-the error they got (and how long after the failure it came) and re-raise; the failing rank
-emits ``@failing`` with the time it raised.
+large tile from the failing rank in a loop when it raises). STYLE (argv[3], default
+``with``): the ranks run inside ``with gpupart.init()``, or (``atexit``) without it, so the
+error ends the program uncaught and the runtime is closed at exit. Survivors emit ``@lost``
+with the error they got (and how long after the failure it came) and re-raise; the failing
+rank emits ``@failing`` with the time it raised.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from _mp import emit
 import gpupart
 
 bad, mode = int(sys.argv[1]), sys.argv[2]
-with gpupart.init(timeout=60, fetch_timeout=60, close_timeout=10) as rt:
+style = sys.argv[3] if len(sys.argv) > 3 else "with"
+
+
+def run(rt: gpupart.Runtime) -> None:
     rank = rt.rank
     big = rt.put(np.ones(8 << 20, dtype=np.uint8))  # 8 MiB: a transfer that takes a while
     handles = rt.allgather(big)
@@ -37,3 +42,11 @@ with gpupart.init(timeout=60, fetch_timeout=60, close_timeout=10) as rt:
     except gpupart.GpupartError as exc:
         emit("lost", rank=rank, at=time.time(), error=type(exc).__name__, message=str(exc))
         raise
+
+
+options = {"timeout": 60, "fetch_timeout": 60, "close_timeout": 10}
+if style == "with":
+    with gpupart.init(**options) as runtime:
+        run(runtime)
+else:
+    run(gpupart.init(**options))
