@@ -6,7 +6,9 @@ scheduler and starts ``gpupart run -n 2 -- python modin_rank.py SCHEDULER``; eac
 adopts the frame with ``gpupart.from_partitioned`` and compares it with pandas (every
 partition on the rank that takes it, then the whole), changes it, and makes a Modin frame of
 the result with ``to_modin`` (compared with pandas on every rank); the driver reads that
-back with ``from_partitioned``. One run serves every test here.
+back with ``from_partitioned``. One run serves every test here but the last, which checks in
+a process of its own that the adapter refuses a Modin not on Dask, or a process without a
+Dask client, naming what is missing.
 """
 
 from __future__ import annotations
@@ -54,7 +56,14 @@ def test_to_partitioned_describes_modin_partitions(driver):
 
 
 def test_modin_frame_into_gpupart_job(driver):
+    # each rank gathers only the partitions it takes (C order over the ranks), values as pandas
     assert passed(driver, "modin_in") == list(range(RANKS))
+    taken = {
+        r["rank"]: r["partitions"]
+        for r in records(driver.stdout, "case")
+        if r["name"] == "modin_in"
+    }
+    assert taken == {0: [0, 1], 1: [2]}
 
 
 def test_gpupart_frame_into_modin_on_every_rank(driver):
@@ -63,10 +72,55 @@ def test_gpupart_frame_into_modin_on_every_rank(driver):
     assert sorted(d["rank"] for d in done) == list(range(RANKS))
 
 
+def test_modin_frame_stays_whole_when_other_ranks_leave(driver):
+    # rank 0's frame is read again after the other ranks closed their Dask clients
+    assert passed(driver, "others_left") == list(range(RANKS))
+
+
+def test_to_modin_without_a_client_fails_on_every_rank(driver):
+    # the last rank has no client yet: it names the client, the others name that rank
+    assert passed(driver, "no_client") == list(range(RANKS))
+
+
 def test_job_result_back_in_the_modin_program(driver):
     assert passed(driver, "from_partitioned") == [-1]
 
 
-def test_errors_name_what_is_wrong(driver):
-    # a future nobody holds times out naming its key; data that is not a future is refused
+def test_from_partitioned_rebinds_pickled_futures_and_refuses_data(driver):
+    # a dict unpickled without a client (futures unbound) still makes the frame; data that
+    # is not a future is refused naming the partition
     assert passed(driver, "errors") == [-1]
+
+
+CHECKS = """
+import modin.config
+import gpupart
+from gpupart.interop import modin as gm
+
+modin.config.Engine.put("Python")
+try:
+    gm.check_engine()
+except gpupart.InteropError as exc:
+    print("engine:", exc)
+modin.config.Engine.put("Dask")
+gm.check_engine()
+try:
+    gm.default_client()
+except gpupart.InteropError as exc:
+    print("client:", exc)
+"""
+
+
+def test_modin_not_on_dask_or_without_a_client_is_refused():
+    run = subprocess.run(
+        [sys.executable, "-c", CHECKS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 0, run.stderr
+    engine, client = run.stdout.splitlines()
+    assert engine.startswith("engine: Modin: expected the Dask engine") and "'Python'" in engine
+    assert client.startswith("client: Modin on Dask: expected a distributed.Client")
