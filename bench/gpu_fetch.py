@@ -11,7 +11,9 @@ cuda_ipc. Rank 0 owns one ``uint8`` tile per size (``--sizes``); rank 1 fetches 
 number of bytes copied device-to-device inside rank 1 (``cupy.copyto``; NumPy's on CPU).
 
 Reported per size: median (min-max) seconds and GB/s of each, and the fetch's bandwidth as a
-fraction of the copy's. Writes ``DIR/gpu-fetch-<device>[-quick].json``.
+fraction of the copy's, and the UCX lanes rank 1's endpoint to rank 0 uses (from the job's
+transfer summary, ``GPUPART_TRANSFER_SUMMARY``: ``cuda_ipc/cuda`` on a GPU). Writes
+``DIR/gpu-fetch-<device>[-quick].json`` (and the summary beside it).
 """
 
 from __future__ import annotations
@@ -80,6 +82,20 @@ def worker(params_path: str) -> None:
     rt.close()
 
 
+def _lanes(path: Path) -> list[str] | None:
+    """The UCX lanes of rank 1's endpoint to rank 0, from the job's transfer summary."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    for rank in summary.get("ranks", []):
+        if rank.get("rank") == 1:
+            for peer in rank.get("peers", []):
+                if peer.get("peer") == 0:
+                    return peer.get("lanes")
+    return None
+
+
 def summarize(report: dict) -> list[dict]:
     """One row per size: medians, GB/s and the fetch/copy bandwidth ratio."""
     rows = []
@@ -102,7 +118,9 @@ def summarize(report: dict) -> list[dict]:
 def print_report(report: dict) -> None:
     device = report["params"]["device"]
     peer = "CuPy copy" if device == "cuda" else "NumPy copy"
-    print(f"\nPeer fetch between 2 ranks on one {device} device vs {peer} (median (min-max) s)\n")
+    print(f"\nPeer fetch between 2 ranks on one {device} device vs {peer} (median (min-max) s)")
+    lanes = report.get("lanes")
+    print(f"UCX lanes from rank 1 to rank 0: {', '.join(lanes) if lanes else 'not known'}\n")
     print(f"| size | gpupart fetch | GB/s | {peer} | GB/s | fetch/copy bandwidth |")
     print("|---|--:|--:|--:|--:|--:|")
     for row in report["summary"]:
@@ -138,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda":
         first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
         extra["CUDA_VISIBLE_DEVICES"] = first  # both ranks on one GPU
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = f"{args.device}{'-quick' if args.quick else ''}"
+    transfers = out / f"transfers-gpu-fetch-{suffix}.json"
+    transfers.unlink(missing_ok=True)
+    extra["GPUPART_TRANSFER_SUMMARY"] = str(transfers)  # which UCX lanes carried the fetches
     env = _peers.peer_env(None, extra)
     report: dict[str, Any] = {
         "params": params,
@@ -148,9 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     report["gpupart"] = _peers.run_worker_job(
         __file__, params, env, args.timeout, cpu=args.device == "cpu"
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"gpu-fetch-{args.device}{'-quick' if args.quick else ''}.json"
+    path = out / f"gpu-fetch-{suffix}.json"
+    report["lanes"] = _lanes(transfers)
     if "error" in report["gpupart"]:
         path.write_text(json.dumps(report, indent=1, default=str))
         print(report["gpupart"]["output"], file=sys.stderr)

@@ -70,6 +70,8 @@ def rows(directory: Path) -> list[tuple[str, str, str, str]]:
                     f"{row['ratio']:.2f}",
                 )
             )
+        lanes = fetch.get("lanes")
+        out.append(("peer fetch: UCX lanes", ", ".join(lanes) if lanes else "not known", "-", "-"))
     arrays = _load(directory, "arrays-*.json")
     if arrays is None or "summary" not in arrays:
         out.append(("DistArray operations", "missing or failed", "-", "-"))

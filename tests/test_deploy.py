@@ -160,6 +160,7 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert info["ucx"]["version"] and "gpus" in info
     table = (tmp_path / "table.md").read_text()
     assert "peer fetch 64 KiB" in table and "peer fetch 1 MiB" in table
+    assert "| peer fetch: UCX lanes |" in table
     for op in ("exp(x).sum()", "(2*x + y).sum()", "std(x)", "X.T @ X"):
         assert f"| DistArray {op} |" in table
     assert "LinearRegression.fit" in table and "PCA.fit" in table
