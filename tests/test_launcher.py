@@ -400,7 +400,7 @@ def test_no_watchdog_is_left_after_a_normal_run(tmp_path):
         (["-n", "two", "--", "true"], "expected an integer >= 1, found 'two'"),
         (["-n", "2"], "missing the command to run"),
         (["-n", "2", "--"], "missing the command to run"),
-        (["--", "true"], "-n/--nprocs"),
+        (["--"], "missing the command to run"),  # without -n: the default count, no command
         (["-n", "2", "--grace", "-1", "--", "true"], "--grace"),
         (["-n", "2", "--timeout", "0", "--", "true"], "--timeout"),
         (["-n", "2", "--env", "NOEQUALS", "--", "true"], "expected KEY=VALUE"),
