@@ -180,6 +180,7 @@ def _check_sortable(x: DistArray, ax: int, what: str) -> bool:
     )
 
 
+@ranged("compute.sort")
 def sort(
     x: DistArray, /, *, axis: int = -1, descending: bool = False, stable: bool = True
 ) -> DistArray:
@@ -203,6 +204,7 @@ def sort(
     return x.map_tiles(one, x.dtype)
 
 
+@ranged("compute.sort")
 def argsort(
     x: DistArray, /, *, axis: int = -1, descending: bool = False, stable: bool = True
 ) -> DistArray:
@@ -227,7 +229,6 @@ def argsort(
     return x.map_tiles(one, INDEX)
 
 
-@ranged("compute.sort")
 def _sample_sort(x: DistArray, descending: bool, *, indices: bool) -> DistArray:
     """Return the values (or global indices) of a 1-d ``x`` in sorted order (collective)."""
     rt, xp = x.runtime, x.xp

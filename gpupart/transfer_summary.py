@@ -133,7 +133,7 @@ def _rate(nbytes: int, requests: int, busy: float) -> dict[str, Any]:
         "bytes": nbytes,
         "requests": requests,
         "seconds": round(busy, 6),
-        "gb_per_s": round(nbytes / busy / 1e9, 4) if busy > 0 else None,
+        "gb_per_s": float(f"{nbytes / busy / 1e9:.6g}") if busy > 0 else None,
     }
 
 
@@ -194,7 +194,7 @@ def _rate_cells(entry: dict[str, Any]) -> str:
     cells = []
     for direction in ("received", "sent"):
         rate = entry[direction]
-        gbps = "-" if rate["gb_per_s"] is None else f"{rate['gb_per_s']:.3f}"
+        gbps = "-" if rate["gb_per_s"] is None else f"{rate['gb_per_s']:.3g}"
         cells.append(f"{_size(rate['bytes']):>10} {gbps:>7}")
     return " ".join(cells)
 
