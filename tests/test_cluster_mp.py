@@ -368,24 +368,31 @@ def test_mismatched_collectives_fail_every_rank_at_once(n):
     assert "op='sum'" in ops and "op='max'" in ops, ops
 
 
-def test_a_timeout_names_the_rank_that_is_stuck(start_ranks):
-    job = start_ranks(3, "collective_stuck.py", "2")
+@pytest.mark.parametrize(
+    ("n", "delays"),
+    # 4 ranks: rank 0 enters first and times out first, waiting for rank 2, which waits for
+    # the stuck rank 3 and times out about 0.5 s later: rank 0 must not blame rank 2.
+    [(3, []), (4, ["0.2,0.5,0.9"])],
+)
+def test_a_timeout_names_the_rank_that_is_stuck(start_ranks, n, delays):
+    stuck = n - 1
+    job = start_ranks(n, "collective_stuck.py", str(stuck), *delays)
     deadline = time.monotonic() + 60
     results = None
     try:
         while time.monotonic() < deadline:
-            outs = [p.poll() for p in job.procs[:2]]
+            outs = [p.poll() for p in job.procs[:stuck]]
             if all(o is not None for o in outs):
                 break
             time.sleep(0.2)
     finally:
-        job.kill(2, signal.SIGCONT)
+        job.kill(stuck, signal.SIGCONT)
         results = job.wait(timeout=60)
     report = "\n".join(r.describe() for r in results)
-    timeouts = [t for r in results[:2] for t in records(r.stdout, "timeout")]
-    assert sorted(t["rank"] for t in timeouts) == [0, 1], report
+    timeouts = [t for r in results[:stuck] for t in records(r.stdout, "timeout")]
+    assert sorted(t["rank"] for t in timeouts) == list(range(stuck)), report
     for t in timeouts:
-        assert "rank 2 did not answer" in t["message"], report  # never "rank 0"
+        assert f"rank {stuck} did not answer" in t["message"], report  # never a neighbour
 
 
 def test_requests_beyond_their_bounds_are_rejected_without_pinning_memory():

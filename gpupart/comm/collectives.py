@@ -18,7 +18,10 @@ this number, a peer that did not answer in time) sends an *abort* to every rank,
 :class:`~gpupart.CollectiveError` with that reason in (or on reaching) collective ``n``.
 Waits nest: a rank with more tree levels below it waits a little longer, so the rank that
 first times out is the one closest to whoever is stuck, and names it (in an abort); a rank
-whose wait for the result times out waits up to two seconds more for that abort.
+whose wait for the result times out waits up to two seconds more for that abort, and one
+whose wait for a child with children of its own, one second more (so a child that entered
+the collective up to a second later, and times out later, still names the stuck rank below
+it; the result's wait is the longer, so it outlasts that one).
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ _LOST_GRACE = 0.5  # seconds to wait for a lost peer's last messages
 #: After a wait for a collective's result times out, how long to wait for the abort of the
 #: rank that gathers it, which names the rank that did not answer (at most the timeout).
 _ABORT_GRACE = 2.0
+#: After a wait for a child that gathers from ranks of its own times out, how long to wait
+#: for an abort from that subtree naming the rank that is stuck (less than _ABORT_GRACE).
+_SUBTREE_GRACE = 1.0
 _KEPT_AHEAD = 4  # collectives ahead of this rank whose messages are kept
 
 Signature = tuple[Any, ...]
@@ -382,7 +388,16 @@ class Collectives:
                 return None
             child = self.rank + mask
             if child < self.size:
-                theirs = self._recv(kind, child, seq, signature, mine, timeout, _call(signature))
+                theirs = self._recv(
+                    kind,
+                    child,
+                    seq,
+                    signature,
+                    mine,
+                    timeout,
+                    _call(signature),
+                    subtree=_levels_below(child, self.size) > 0,
+                )
                 value = combine(value, theirs, child)
             mask <<= 1
         return value
@@ -450,7 +465,10 @@ class Collectives:
         deadline: float,
         timeout: float,
         what: str,
+        *,
+        subtree: bool = False,
     ) -> Value:
+        """Take ``src``'s message; ``subtree``: ``src`` gathers from ranks of its own."""
         try:
             theirs, status, value = self._mailbox.take(
                 kind,
@@ -463,8 +481,11 @@ class Collectives:
                 lost=self._any_crashed if kind is Kind.FINALIZE else self._any_lost,
             )
         except CommTimeoutError as exc:
-            if seq % 2:  # the result did not come down: the rank that gathers it may say why
-                reason = self._mailbox.wait_abort(kind, seq // 2, min(_ABORT_GRACE, timeout))
+            # The result did not come down, or a child that gathers did not answer: the rank
+            # nearest the one that is stuck may say who it is.
+            if seq % 2 or subtree:
+                grace = _ABORT_GRACE if seq % 2 else _SUBTREE_GRACE
+                reason = self._mailbox.wait_abort(kind, seq // 2, min(grace, timeout))
                 if reason is not None:
                     raise CollectiveError(reason) from exc
             raise CommTimeoutError(f"{what}: rank {src} did not answer", timeout) from exc
