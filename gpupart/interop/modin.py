@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from gpupart import protocol
-from gpupart.errors import CommTimeoutError, InteropError, PartitionedTypeError
+from gpupart.errors import CommTimeoutError, InteropError, PartitionedError, PartitionedTypeError
 
 __all__ = ["check_engine", "default_client", "from_partitioned", "to_modin", "to_partitioned"]
 
@@ -123,10 +123,10 @@ def from_partitioned(obj: Any) -> Any:
     from distributed import Future
 
     check_engine()
-    client = default_client()
+    default_client()  # without one, Modin would start a cluster of its own
     view = protocol.validate(obj)
     if view.tiling[1:] != (1,):
-        raise PartitionedTypeError(
+        raise PartitionedError(
             "partition_tiling", "rows cut into (p, 1) partitions", str(view.tiling)
         )
     futures = []
@@ -139,7 +139,7 @@ def from_partitioned(obj: Any) -> Any:
             )
         futures.append(entry.data)
     cuts = [0, *(entry.stop[0] for entry in view.partitions.values())]
-    return _from_futures(client, futures, cuts, view.extra.get("columns"))
+    return _from_futures(futures, cuts, view.extra.get("columns"))
 
 
 def to_modin(frame: Any, *, timeout: float = TIMEOUT) -> Any:
@@ -170,24 +170,18 @@ def to_modin(frame: Any, *, timeout: float = TIMEOUT) -> Any:
     chunks = dask_interop._chunk_futures(collection)  # {(i,): future}, in partition order
     futures = [chunks[(i,)] for i in range(frame.npartitions)]
     cuts = np.concatenate([[0], np.cumsum(frame.partition_sizes, dtype=np.int64)]).tolist()
-    return _from_futures(client, futures, cuts, list(frame.columns))
+    return _from_futures(futures, cuts, list(frame.columns))
 
 
 def _from_futures(
-    client: Any, futures: Sequence[Any], cuts: Sequence[int], columns: Sequence[Any] | None
+    futures: Sequence[Any], cuts: Sequence[int], columns: Sequence[Any] | None
 ) -> Any:
-    """Return the Modin frame of row-partition ``futures`` cut at ``cuts`` (no data moves).
-
-    Futures bound to another client (or to none) are rebound by key to ``client``, the one
-    Modin computes with.
-    """
+    """Return the Modin frame of row-partition ``futures`` cut at ``cuts`` (no data moves)."""
     import pandas as pd
-    from distributed import Future
     from modin.distributed.dataframe.pandas import from_partitions
 
-    mine = [f if f.client is client else Future(f.key, client) for f in futures]
     return from_partitions(
-        mine,
+        list(futures),
         axis=0,
         index=pd.RangeIndex(cuts[-1]),
         columns=None if columns is None else pd.Index(columns),

@@ -88,11 +88,21 @@ def main() -> None:
         assert_frame_equal(to_pandas(out), result())
         emit("case", name="from_partitioned", rank=-1)
 
-        again = gm.from_partitioned(pickle.loads(pickle.dumps(spec)))  # unbound futures
+        again = gm.from_partitioned(pickle.loads(pickle.dumps(spec)))  # e.g. through a file
         assert_frame_equal(to_pandas(again), frame())
         bad = dict(spec, partitions={(0, 0): dict(spec["partitions"][(0, 0)], data=frame())})
         bad.update(shape=(spec["partitions"][(0, 0)]["shape"][0], 4), partition_tiling=(1, 1))
         raises(gpupart.PartitionedTypeError, lambda: gm.from_partitioned(bad), "Dask future")
+        first = spec["partitions"][(0, 0)]
+        rows = first["shape"][0]
+        halves = gpupart.protocol.build(  # one row partition cut into two column partitions
+            (rows, 4),
+            gpupart.protocol.Tiling.from_boundaries([[0, rows], [0, 2, 4]]),
+            {(0, 0): first["data"], (0, 1): first["data"]},
+            first["location"],
+            spec["get"],
+        )
+        raises(gpupart.PartitionedError, lambda: gm.from_partitioned(halves), "(p, 1)", "(1, 2)")
         emit("case", name="errors", rank=-1)
 
 
