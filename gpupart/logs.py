@@ -30,9 +30,8 @@ class _RankFilter(logging.Filter):
         self.prefix = f"[rank {rank}] "
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "rank"):  # a record passes one logger's filters only once
-            record.rank = self.rank
-            record.msg = self.prefix + str(record.msg)
+        record.rank = self.rank  # a record passes the filters of one logger only
+        record.msg = self.prefix + str(record.msg)
         return True
 
 

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import SCRIPTS, records, run_job
-from inprocess_job import InProcessJob
+from inprocess_job import InProcessJob, ManualEvent
 
-from gpupart import TileNotFoundError, trace
+from gpupart import CommTimeoutError, TileNotFoundError, trace
 from gpupart.logs import RankLogging
 from gpupart.options import RuntimeOptions
 from gpupart.tiles import traffic as traffic_module
@@ -212,6 +212,7 @@ def test_every_request_ends_in_the_count_delivered_or_failed():
         owner = job.ranks[1]
         handles = [owner.put(np.arange(n, dtype=np.uint8)) for n in (100, 200_000)]
         missing = dataclasses.replace(handles[0], tile_id=10**9)
+        never = owner.put(np.arange(300, dtype=np.uint8), ManualEvent())  # never ready
 
         def consume(rank):
             if rank.rank != 0:
@@ -220,14 +221,16 @@ def test_every_request_ends_in_the_count_delivered_or_failed():
             failed = rank.fetch([missing])
             with pytest.raises(TileNotFoundError, match="has no tile"):
                 failed.result(30)
+            with pytest.raises(CommTimeoutError):
+                rank.get([never], timeout=0.5)  # given up: its receive is failed
             return None
 
         job.run(consume)
         first = received.snapshot()
         time.sleep(0.05)
         assert received.snapshot() == first  # nothing still in flight
-        assert [(p, b, n) for p, b, n, _ in first] == [(1, 200_100 + 100, 2)]
-        # the failed request is served too (an error reply, no bytes)
+        assert [(p, b, n) for p, b, n, _ in first] == [(1, 200_100 + 100 + 300, 3)]
+        # the missing tile's request is served too (an error reply, no bytes)
         assert [(p, b, n) for p, b, n, _ in sent.snapshot()] == [(0, 200_100, 2)]
 
 
