@@ -183,6 +183,15 @@ def phases(job) -> dict[tuple[str, str], dict]:
     return out
 
 
+def test_ranks_listen_only_on_the_interface_the_job_uses(job):
+    """UCX (and rank 0's coordinator) listen on the host's veth address only: not on lo or *."""
+    for rank in range(4):
+        listening = job.result(rank)["listening"]
+        assert listening, (rank, "UCX over TCP listens somewhere")
+        addresses = {entry.rsplit(":", 1)[0] for entry in listening}
+        assert addresses == {job.host_of(rank).address}, (rank, listening)
+
+
 def test_cross_host_fetch_goes_over_tcp_on_the_veth(job):
     deltas = phases(job)
     print(

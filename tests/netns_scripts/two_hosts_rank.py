@@ -4,7 +4,9 @@ Started as a simulated Slurm step (ranks 0, 1 on the first host, 2, 3 on the sec
 its host's namespaces. It checks placement, moves one 64 MiB tile per phase with barriers
 around it (so one transfer runs at a time) while the first rank of each host reads its host's
 interface byte counters before and after, checks the fetched contents and a few collectives
-across the hosts, then closes the runtime. The last line on stdout is ``RESULT <json>``.
+across the hosts, and reports the local addresses of the TCP sockets it listens on (UCX's
+and, on rank 0, the coordinator's), then closes the runtime. The last line on stdout is
+``RESULT <json>``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,25 @@ def tile_of(rank: int) -> np.ndarray:
     return np.arange(TILE_BYTES // 8, dtype=np.int64) + rank * 10**12
 
 
+def listening() -> list[str]:
+    """``ip:port`` of every TCP socket of this process in LISTEN state (IPv4 and IPv6)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN, one of ours
+                address, port = fields[1].split(":")
+                if len(address) == 8:  # IPv4, little-endian hex
+                    address = ".".join(str(b) for b in bytes.fromhex(address)[::-1])
+                found.append(f"{address}:{int(port, 16)}")
+    return found
+
+
 def check(ok: bool, what: str) -> None:
     if not ok:
         raise AssertionError(f"rank {os.environ.get('SLURM_PROCID')}: {what}")
@@ -70,6 +91,7 @@ def run(rt: gpupart.Runtime) -> dict:
 
     handles = rt.allgather(rt.put(tile_of(rt.rank)))
     result["handle_hosts"] = [h.location.host for h in handles]
+    result["listening"] = listening()
 
     phases = []
     for name, owner, dst in PHASES:
