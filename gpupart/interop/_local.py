@@ -7,14 +7,14 @@ up with its rows of ``X``, through the estimators' own input checks (``gpupart.m
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from gpupart.containers.darray import DistArray
 from gpupart.errors import PartitionedError
 
-__all__ = ["local_block", "local_rows", "stack_rows"]
+__all__ = ["LocalRows", "local_block", "local_rows", "stack_rows"]
 
 
 def local_block(x: DistArray) -> Any:
@@ -60,10 +60,17 @@ def stack_rows(blocks: list[Any], width: tuple[int, ...], dtype: Any, xp: Any) -
     return xp.concatenate(blocks, axis=0)
 
 
-def local_rows(
-    X: Any, *, finite: bool = True, **targets: Any
-) -> tuple[Any, dict[str, Any], tuple[int, int]]:
-    """Return this rank's rows of ``X``, the matching rows of each target, and X's shape.
+class LocalRows(NamedTuple):
+    """A rank's rows of ``X`` and the rows of the targets that line up with them."""
+
+    X: Any  #: this rank's rows of X (float32/float64), one array
+    targets: dict[str, Any]  #: each target's matching rows (``None`` where none was given)
+    shape: tuple[int, int]  #: X's global shape
+    feature_names: list[str] | None  #: the column labels of a frame X, else None
+
+
+def local_rows(X: Any, *, finite: bool = True, **targets: Any) -> LocalRows:
+    """Return this rank's rows of ``X`` and the matching rows of each target.
 
     Collective. ``X`` is anything ``gpupart.ml`` estimators take (a 2-d DistArray or
     DistFrame, or a ``__partitioned__`` producer), cast to float64 unless float32; each
@@ -86,4 +93,5 @@ def local_rows(
         trailing = tuple(pieces[0].shape[1:]) if pieces else ()
         kind = pieces[0].dtype if pieces else dtype
         out[name] = stack_rows(pieces, trailing, kind, xp)
-    return out_x, out, (rows.n_samples, rows.n_features)
+    names = None if rows.feature_names is None else [str(c) for c in rows.feature_names]
+    return LocalRows(out_x, out, (rows.n_samples, rows.n_features), names)
