@@ -39,12 +39,12 @@ from typing import Any
 import numpy as np
 
 from gpupart.errors import (
-    CollectiveError,
     FetchError,
     InteropError,
     PartitionedError,
     PartitionedTypeError,
 )
+from gpupart.interop._collective import step
 
 __all__ = ["DaskGather", "to_dask", "to_partitioned"]
 
@@ -293,11 +293,13 @@ def to_dask(x: Any, client: Any, *, name: str | None = None, timeout: float = TI
             shallow.index = index(cuts[i], cuts[i + 1])
             mine[(key_name, i)] = shallow
         build = _frame_builder(dd, x, key_name, cuts)
-    held = _step(rt, "scatter", timeout, lambda: _scatter(client, rt, mine, timeout))
-    _step(rt, "publish", timeout, lambda: _publish(client, rt, build, published))
-    collection = _step(rt, "get_dataset", timeout, lambda: _adopt(client, published, timeout))
+    held = step(rt, "to_dask: the scatter", timeout, lambda: _scatter(client, rt, mine, timeout))
+    step(rt, "to_dask: publishing", timeout, lambda: _publish(client, rt, build, published))
+    collection = step(
+        rt, "to_dask: get_dataset", timeout, lambda: _adopt(client, published, timeout)
+    )
     if name is None:
-        _step(rt, "unpublish", timeout, lambda: _unpublish(client, rt, published))
+        step(rt, "to_dask: unpublishing", timeout, lambda: _unpublish(client, rt, published))
     del held  # the scatter's futures: the scheduler holds the data through the collection now
     return collection
 
@@ -382,18 +384,3 @@ def _adopt(client: Any, published: str, timeout: float) -> Any:
     # ready futures prove the scheduler registered this client's interest in every key
     wait(futures_of(collection), timeout=timeout)
     return collection
-
-
-def _step(rt: Any, what: str, timeout: float, fn: Callable[[], Any]) -> Any:
-    """Run one rank's part of a collective step; if any rank failed, every rank raises."""
-    result, problem = None, None
-    try:
-        result = fn()
-    except Exception as exc:  # a foreign failure: reported to every rank
-        problem = f"{type(exc).__name__}: {exc}"
-    reports = rt.allgather(problem, timeout=timeout)
-    bad = [(r, p) for r, p in enumerate(reports) if p is not None]
-    if bad:
-        detail = "; ".join(f"rank {r}: {p}" for r, p in bad)
-        raise CollectiveError(f"to_dask: the {what} step failed ({detail})")
-    return result
