@@ -175,7 +175,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"gpupart transfer summary: job {summary['job_id']}, {summary['size']} rank(s)"
         + (f", {settings}" if settings else ""),
-        f"{'rank':>4} {'peer':>4} {'received':>10} {'GB/s':>7} {'sent':>10} {'GB/s':>7}  lanes",
+        f"{'rank':>4} {'peer':>4} {'received':>10} {'rate':>12} {'sent':>10} {'rate':>12}  lanes",
     ]
     for report in summary["ranks"]:
         if not report["peers"]:
@@ -194,13 +194,13 @@ def _rate_cells(entry: dict[str, Any]) -> str:
     cells = []
     for direction in ("received", "sent"):
         rate = entry[direction]
-        gbps = "-" if rate["gb_per_s"] is None else f"{rate['gb_per_s']:.3g}"
-        cells.append(f"{_size(rate['bytes']):>10} {gbps:>7}")
+        speed = "-" if rate["gb_per_s"] is None else _size(rate["gb_per_s"] * 1e9) + "/s"
+        cells.append(f"{_size(rate['bytes']):>10} {speed:>12}")
     return " ".join(cells)
 
 
-def _size(nbytes: int) -> str:
+def _size(nbytes: float) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if nbytes >= scale:
             return f"{nbytes / scale:.2f} {unit}"
-    return f"{nbytes} B"
+    return f"{nbytes:.0f} B"
