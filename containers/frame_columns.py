@@ -2,10 +2,13 @@
 
 :func:`encode` turns a pandas (or cuDF) frame into a dict of columns ``Runtime.exchange``
 takes: fixed-width values as arrays (NumPy, or CuPy for cuDF), strings as ``pyarrow``
-arrays (nulls kept in Arrow's bitmap; an object column's nulls come back as ``None``), and
-for every column that may hold nulls but has no in-band marker (nullable integers and
-booleans, datetimes with ``NaT`` are in-band; an object column of bools) a bool validity
-column. Keys are the column's position (``"3"``, ``"3.valid"``), so any label
+arrays (nulls kept in Arrow's bitmap), and for every column that may hold nulls but has no
+in-band marker (nullable integers and booleans, datetimes with ``NaT`` are in-band; an
+object column of bools) a bool validity column. An object column's missing values come
+back as the objects they were: ``None`` where Arrow's null alone says so, and an int8 column
+of codes (``None``, ``NaN``, ``NA``, ``NaT``) when some are not ``None`` (pandas 2 keeps
+strings as objects, with ``NaN`` or ``None`` for missing ones, and compares them as such).
+Keys are the column's position (``"3"``, ``"3.valid"``, ``"3.null"``), so any label
 works. :func:`decode` rebuilds a frame of the schema ``meta`` (an empty frame) from them.
 """
 
@@ -48,6 +51,44 @@ def encode(frame: Any, where: str = "frame") -> dict[str, Any]:
 
 
 def _encode_column(series: Any, key: str, where: str) -> dict[str, Any]:
+    out = _encode_values(series, key, where)
+    if series.dtype == object and type(series).__module__.split(".")[0] == "pandas":
+        codes = _null_codes(series)
+        if codes is not None:
+            out[f"{key}.null"] = codes
+    return out
+
+
+def _null_objects() -> tuple[Any, ...]:
+    """Return the missing-value objects an object column keeps, by code (0: ``None``)."""
+    import pandas as pd
+
+    return (None, np.nan, pd.NA, pd.NaT)
+
+
+def _null_codes(series: Any) -> np.ndarray | None:
+    """Each row's missing-value object as a code of :func:`_null_objects`; None if all None."""
+    import pandas as pd
+
+    values = series.to_numpy(dtype=object)
+    rows = np.flatnonzero(pd.isna(values))
+    found = values[rows]
+    if not len(found) or all(v is None for v in found):
+        return None
+
+    def code(value: Any) -> int:
+        if value is pd.NA:
+            return 2
+        if value is pd.NaT:
+            return 3
+        return 1 if isinstance(value, (float, np.floating)) else 0
+
+    codes = np.zeros(len(values), dtype=np.int8)
+    codes[rows] = np.fromiter(map(code, found), dtype=np.int8, count=len(found))
+    return codes
+
+
+def _encode_values(series: Any, key: str, where: str) -> dict[str, Any]:
     import pandas as pd
 
     dtype = series.dtype
@@ -118,10 +159,24 @@ def decode(columns: dict[str, Any], meta: Any, module: Any) -> Any:
         if valid is not None:
             series = series.astype(dtype)
             series[~valid] = None
+        nulls = columns.get(f"{i}.null")
+        if nulls is not None and module.__name__ == "pandas":
+            series = _with_null_objects(series, np.asarray(nulls))
         data[i] = series.astype(dtype) if series.dtype != dtype else series
     frame = module.DataFrame(data)
     frame.columns = meta.columns
     return frame
+
+
+def _with_null_objects(series: Any, codes: np.ndarray) -> Any:
+    """Return an object column whose missing values are the objects ``codes`` name."""
+    import pandas as pd
+
+    values = series.to_numpy(dtype=object, copy=True)
+    for code, missing in enumerate(_null_objects()):
+        if code:
+            values[codes == code] = missing
+    return pd.Series(values, dtype=object)
 
 
 def schema(frame: Any) -> tuple[tuple[Any, Any], ...]:
