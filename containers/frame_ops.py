@@ -18,6 +18,9 @@ What ``DistFrame``/``DistSeries`` bind here (see the end of ``dframe``):
   pandas'), mean by (sum, count), var/std by an all-gather of per-partition
   ``(count, mean, M2)`` combined with Chan's formula; ``nunique``/``unique`` send every
   value to the rank its hash names (``shuffle_rows``) and count or deduplicate there.
+  A partition pandas cannot reduce (strings with nulls in an object column, under pandas 2)
+  raises pandas' error on every rank; an object column's partials are reduced with a null
+  when a partition held one, so that pandas' rules for the whole column apply.
 """
 
 from __future__ import annotations
@@ -273,7 +276,7 @@ def series_var(series: DistSeries, ddof: int = 1) -> Any:
     pairwise update (no sum of squares that cancels).
     """
     meta = _host(series.meta)
-    if not _is_numeric(meta.dtype):
+    if not (_is_numeric(meta.dtype) or meta.dtype == object):
         raise TypeError(f"var: expected a numeric or boolean column, found dtype {meta.dtype}")
     return _spread(series, meta, ddof, root=False)
 
@@ -284,7 +287,7 @@ def series_std(series: DistSeries, ddof: int = 1) -> Any:
     Datetime and timedelta columns give a ``Timedelta``, as in pandas.
     """
     meta = _host(series.meta)
-    if not (_is_numeric(meta.dtype) or _time_unit(meta.dtype)):
+    if not (_is_numeric(meta.dtype) or _time_unit(meta.dtype) or meta.dtype == object):
         raise TypeError(
             f"std: expected a numeric, boolean, datetime or timedelta column, found dtype"
             f" {meta.dtype}"
@@ -297,18 +300,24 @@ def _spread(series: DistSeries, meta: Any, ddof: Any, *, root: bool) -> Any:
     if isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)):
         raise TypeError(f"ddof: expected an int, found {type(ddof).__name__}")
     unit = _time_unit(meta.dtype)
-    local, rows = [], False
-    for p in series.local_partitions.values():
-        rows = rows or len(p) > 0
-        x = p.dropna()
-        x = (x.astype("int64") if unit else x).astype("float64")
-        if len(x):
-            mean = float(x.mean())
-            local.append((len(x), mean, float(((x - mean) ** 2).sum())))
-    every = series.runtime.allgather((rows, local))
-    n, _, m2 = _chan([s for _, states in every for s in states])
+    local, rows, problem = [], False, None
+    try:
+        for p in series.local_partitions.values():
+            rows = rows or len(p) > 0
+            if len(p) and p.dtype == object:  # (pandas' error for strings)
+                getattr(p, "std" if root else "var")(ddof=int(ddof))
+            x = p.dropna()
+            x = (x.astype("int64") if unit else x).astype("float64")
+            if len(x):
+                mean = float(x.mean())
+                local.append((len(x), mean, float(((x - mean) ** 2).sum())))
+    except _VALUE_ERRORS as exc:
+        problem = _problem(exc)
+    every = series.runtime.allgather((rows, local, problem))
+    _raise_failed([p for _, _, p in every], "std" if root else "var")
+    n, _, m2 = _chan([s for _, states, _ in every for s in states])
     if n - int(ddof) <= 0:  # pandas' missing value: of no rows, or of nulls (float32 NaN...)
-        like = meta.reindex([0]) if any(r for r, _ in every) else meta
+        like = meta.reindex([0]) if any(r for r, _, _ in every) else meta
         return getattr(like, "std" if root else "var")(ddof=int(ddof))
     value = m2 / (n - int(ddof))
     value = math.sqrt(value) if root else value
@@ -338,7 +347,9 @@ def series_unique(series: DistSeries) -> DistSeries:
 
 
 def _sum_like(series: DistSeries, meta: Any, empty: Any, name: str) -> Any:
-    partials, rows = _partials(series, name)
+    partials, rows, nulls = _partials(series, name)
+    if meta.dtype == object and _is_pandas(series.meta) and rows:
+        return _objects_reduced(partials, nulls, name)
     if not partials:
         return _all_null(meta, name) if rows else empty
     total = partials[0]
@@ -348,7 +359,9 @@ def _sum_like(series: DistSeries, meta: Any, empty: Any, name: str) -> Any:
 
 
 def _extreme(series: DistSeries, meta: Any, empty: Any, name: str) -> Any:
-    partials, rows = _partials(series, name)
+    partials, rows, nulls = _partials(series, name)
+    if meta.dtype == object and _is_pandas(series.meta) and rows:
+        return _objects_reduced(partials, nulls, name)
     if not partials:
         return _all_null(meta, name) if rows else empty
     return getattr(_column_of(partials, meta), name)()
@@ -369,12 +382,19 @@ def _count(series: DistSeries, meta: Any, empty: Any, name: str) -> Any:
 def _mean(series: DistSeries, meta: Any, empty: Any, name: str) -> Any:
     dtype = meta.dtype
     timelike = _time_unit(dtype)
-    local = []
-    for p in series.local_partitions.values():
-        count = int(p.count())
-        if count:
-            local.append((count, _ticks(p.mean(), timelike) if timelike else _float_sum(p)))
-    states = [s for states in series.runtime.allgather(local) for s in states]
+    local, problem = [], None
+    try:
+        for p in series.local_partitions.values():
+            count = int(p.count())
+            if count and dtype == object:  # noqa: E721 (pandas' error for strings)
+                p.mean()
+            if count:
+                local.append((count, _ticks(p.mean(), timelike) if timelike else _float_sum(p)))
+    except _VALUE_ERRORS as exc:
+        problem = _problem(exc)
+    every = series.runtime.allgather((local, problem))
+    _raise_failed([p for _, p in every], "mean")
+    states = [s for states, _ in every for s in states]
     n = sum(c for c, _ in states)
     if n == 0:
         return empty
@@ -397,20 +417,62 @@ _REDUCERS: dict[str, Callable[[DistSeries, Any, Any], Any]] = {
 }
 
 
-def _partials(series: DistSeries, name: str) -> tuple[list[Any], bool]:
-    """Return the non-null partitions' ``name`` reductions (global order) and if any rows exist.
+def _partials(series: DistSeries, name: str) -> tuple[list[Any], bool, bool]:
+    """Return the partitions' ``name`` reductions (global order), if any rows exist, any null.
 
-    All-null rows reduce like pandas' all-null column, no rows like its empty one.
+    Missing partials are left out (all-null rows reduce like pandas' all-null column, no rows
+    like its empty one), except for object columns: there every non-empty partition's partial
+    counts, and whether a partition held a null (see :func:`_objects_reduced`). A partition
+    pandas cannot reduce raises its error on every rank.
     """
-    local, rows = [], False
-    for p in series.local_partitions.values():
-        if len(p):
-            rows = True
-            value = getattr(p, name)()
-            if not _missing(value):
-                local.append(_plain(value))
-    every = series.runtime.allgather((rows, local))
-    return [v for _, vs in every for v in vs], any(r for r, _ in every)
+    objects = series.meta.dtype == object and _is_pandas(series.meta)  # (cuDF skips nulls)
+    local, rows, nulls, problem = [], False, False, None
+    try:
+        for i, p in series.local_partitions.items():
+            if len(p):
+                rows = True
+                value = getattr(p, name)()
+                if objects:
+                    nulls = nulls or bool(p.isna().any())
+                    local.append((i, value))
+                elif not _missing(value):
+                    local.append((i, _plain(value)))
+    except _VALUE_ERRORS as exc:
+        problem = _problem(exc)
+    every = series.runtime.allgather((rows, nulls, local, problem))
+    _raise_failed([p for _, _, _, p in every], name)
+    found = sorted((pair for _, _, vs, _ in every for pair in vs), key=lambda pair: pair[0])
+    return [v for _, v in found], any(r for r, _, _, _ in every), any(n for _, n, _, _ in every)
+
+
+def _objects_reduced(partials: list[Any], nulls: bool, name: str) -> Any:
+    """Reduce an object column's partials with pandas, with a null if a partition held one.
+
+    pandas' object reductions depend on nulls as well as values (pandas 2 refuses the min of
+    strings next to a null, pandas 3 skips it; a product fills them with 1): reducing the
+    partials with one null gives pandas' result (or error) for the whole column.
+    """
+    import pandas as pd
+
+    return getattr(pd.Series([*partials, *([None] if nulls else [])], dtype=object), name)()
+
+
+def _problem(exc: BaseException) -> tuple[bool, str]:
+    """Describe a local failure for the ranks' agreement (whether a TypeError, the message)."""
+    return isinstance(exc, TypeError), f"{type(exc).__name__}: {exc}"
+
+
+def _raise_failed(problems: Sequence[tuple[bool, str] | None], what: str) -> None:
+    """Raise on every rank when some rank's local work failed (``problems`` by rank).
+
+    A ``TypeError`` stays one, the rest become ``ValueError``s; the message names the ranks.
+    """
+    failed = [(r, p) for r, p in enumerate(problems) if p is not None]
+    if failed:
+        is_type, message = failed[0][1]
+        ranks = ", ".join(str(r) for r, _ in failed)
+        error = TypeError if is_type else ValueError
+        raise error(f"{what}: failed on rank(s) {ranks}; rank {failed[0][0]}: {message}")
 
 
 def _all_null(meta: Any, name: str) -> Any:
@@ -620,15 +682,10 @@ def agreed(obj: Any, fn: Callable[[Any, int | None], Any], what: str) -> Any:
     try:
         parts = {i: fn(p, i) for i, p in obj.local_partitions.items()}
     except _VALUE_ERRORS as exc:
-        problem = (isinstance(exc, TypeError), f"{type(exc).__name__}: {exc}")
+        problem = _problem(exc)
     schemas = [_schema(r) for r in parts.values() if len(r)]
     infos = rt.allgather((problem, schemas))
-    failed = [(r, p) for r, (p, _) in enumerate(infos) if p is not None]
-    if failed:
-        is_type, message = failed[0][1]
-        ranks = ", ".join(str(r) for r, _ in failed)
-        error = TypeError if is_type else ValueError
-        raise error(f"{what}: failed on rank(s) {ranks}; rank {failed[0][0]}: {message}")
+    _raise_failed([p for p, _ in infos], what)
     every = [_schema(meta), *(s for _, found in infos for s in found)]
     casts = {}
     for j, (label, spec) in enumerate(every[0]):
@@ -718,7 +775,8 @@ def _key_hashes(frame: Any, keys: Sequence[Any]) -> Any:
 
 
 def _host(obj: Any) -> Any:
-    return obj if _is_pandas(obj) else obj.to_pandas()
+    """``obj`` on the host (pandas objects and NumPy arrays, as pandas 2's ``unique()``, as is)."""
+    return obj if _is_pandas(obj) or isinstance(obj, np.ndarray) else obj.to_pandas()
 
 
 def _named(series: Any, name: Any) -> Any:
