@@ -39,6 +39,12 @@ value_counts (one exchange; a second for ``normalize``)
     distributed sample sort (``joins.sort_values``: two all-gathers and one more exchange).
     Equal counts come in hash order, not in pandas' order (compare them as sets).
 
+min/max of an object column (pandas 2's strings) may fail on values only (pandas 2 refuses
+strings in a group that also holds nulls): a rank whose pre-reduction or merge fails says
+so in the flags all-reduce (taken for such columns), and every rank raises ``TypeError``.
+Null keys of object columns come back as ``NaN`` and an object column's first/last of a
+group without values as ``None``, as pandas gives them.
+
 Results of groupby-agg have one partition per rank, the keys as columns followed by the
 aggregates (pandas' ``as_index=False``), in hash order with ``sort=False`` (the default, as
 cuDF's); ``sort=True`` orders them by the keys, null keys last, as pandas does, with the
@@ -324,6 +330,13 @@ class _Plan:
             for kind in _STATES[o.agg]:
                 key = (kind, None if kind == "size" else o.column)
                 self.states.setdefault(key, self._label(f"s{len(self.states)}"))
+        # min/max of object columns: pandas may refuse them for some values (agreed on)
+        self.fallible = {
+            label: key
+            for key, label in self.states.items()
+            if key[0] in ("min", "max") and _objects(self.meta[key[1]])
+        }
+        self.failed: set[str] = set()
 
     def _label(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -355,7 +368,7 @@ class _Plan:
                 named[label] = (r, "min" if kind == "first" else "max")
         frame = self.module.DataFrame(work)
         grouped = frame.groupby(keys, sort=False, dropna=self.dropna, observed=True)
-        states = _reduce(grouped, named, self.module)
+        states = _reduce(grouped, named, self.module, self.fallible, self.failed)
         out_states = self._finish_partials(local, states, n)
         rows = [_array(states[self._label("rep")], xp)]
         kinds = [xp.zeros(len(states), dtype=xp.int8)]
@@ -399,8 +412,9 @@ class _Plan:
                 valid = (idx < n) & (idx >= 0)
                 safe = self.xp.where(valid, idx, 0)
                 value = _take(local[column], safe)
-                if not bool(valid.all()):
-                    value = value.where(self.module.Series(valid))
+                if not bool(valid.all()):  # pandas: None for objects, NaN, NaT or NA else
+                    keep = self.module.Series(valid)
+                    value = value.where(keep, None) if _objects(value) else value.where(keep)
                 out[f"{label}v"] = value.astype(self.meta[column].dtype)
                 sentinel = _FAR if kind == "first" else np.int64(-1)
                 pos = self.xp.where(valid, self._positions()[safe] if n else safe, sentinel)
@@ -443,9 +457,9 @@ class _Plan:
             rows = self._chan_terms(rows, terms)
             named.update({t: (t, "sum") for t in terms.values()})
         grouped = rows.groupby(keys, sort=False, dropna=False, observed=True)
-        merged = _reduce(grouped, named, self.module)
+        merged = _reduce(grouped, named, self.module, self.fallible, self.failed)
         rep = _array(merged[self._label("rep")], xp).astype(xp.int64)
-        key_frame = rows[keys].take(rep).reset_index(drop=True)
+        key_frame = _nan_keys(rows[keys].take(rep).reset_index(drop=True))
         columns = {}
         for o in self.outputs:
             columns[o.name] = self._finish(o, merged, rows, key_frame, received, terms)
@@ -519,10 +533,24 @@ class _Plan:
         return [_widened(t) if wide else t for t, wide in zip(self.targets, flags, strict=True)]
 
     def _needs_flags(self) -> bool:
-        return any(
+        return bool(self.fallible) or any(
             o.agg == "sum" and _narrow_int(t)
             for o, t in zip(self.outputs, self.targets, strict=True)
         )
+
+    def _failed_flags(self) -> list[bool]:
+        """Which fallible states (min/max of objects) pandas refused here."""
+        return [label in self.failed for label in self.fallible]
+
+    def _raise_refused(self, flags: Sequence[bool]) -> None:
+        """Raise on every rank (``flags`` are all-reduced) when pandas refused a min/max."""
+        for (kind, column), failed in zip(self.fallible.values(), flags, strict=True):
+            if failed:
+                raise TypeError(
+                    f"agg: {kind} of column {column!r} (dtype {self.meta[column].dtype}) failed"
+                    f" on some rank: pandas refuses the {kind} of these values (pandas 2: strings"
+                    " in a group that also holds nulls)"
+                )
 
     def _local(self) -> Any:
         parts = [p for _, p in sorted(self.frame.local_partitions.items())]
@@ -555,11 +583,10 @@ class _Plan:
         key_frame, columns, _ = self.combine(self._shuffle(None))
         flags = [False] * len(self.outputs)
         if self._needs_flags():
-            flags = [
-                bool(f)
-                for f in rt.allreduce(np.array(self._wide_flags(columns), np.int64), op="max")
-            ]
-        dtypes = self._dtypes(flags)
+            mine = [*self._wide_flags(columns), *self._failed_flags()]
+            flags = [bool(f) for f in rt.allreduce(np.array(mine, np.int64), op="max")]
+            self._raise_refused(flags[len(self.outputs) :])
+        dtypes = self._dtypes(flags[: len(self.outputs)])
         result = key_frame
         for o, dtype in zip(self.outputs, dtypes, strict=True):
             result[o.name] = columns[o.name].reset_index(drop=True).astype(dtype)
@@ -579,8 +606,10 @@ class _Plan:
         flags = [False] * (len(self.outputs) + 1)
         if self._needs_flags() or nullable_keys:
             null_keys = nullable_keys and bool(local[keys].isna().any(axis=1).any())
-            mine = [*self._wide_flags(columns), null_keys]
+            mine = [*self._wide_flags(columns), null_keys, *self._failed_flags()]
             flags = [bool(f) for f in rt.allreduce(np.array(mine, np.int64), op="max")]
+            self._raise_refused(flags[len(self.outputs) + 1 :])
+            flags = flags[: len(self.outputs) + 1]
         dtypes = self._dtypes(flags[:-1])
         if flags[-1]:  # decided by the all-reduce: every rank raises alike
             _no_object_results(self.outputs, dtypes, self.module)
@@ -803,15 +832,29 @@ def _destinations(frame: Any, keys: Sequence[Any], size: int) -> np.ndarray:
     return hashing.partition_of(_key_hashes(frame, keys), size)
 
 
-def _reduce(grouped: Any, named: Mapping[str, tuple[Any, str]], module: Any) -> Any:
+def _reduce(
+    grouped: Any,
+    named: Mapping[str, tuple[Any, str]],
+    module: Any,
+    fallible: Mapping[str, Any] | None = None,
+    failed: set[str] | None = None,
+) -> Any:
     """``grouped.agg(**named)`` without the keys, one column reduction at a time.
 
     Faster than pandas' named aggregation on small frames (the grouping is computed once
-    and shared); every result is in the grouping's group order.
+    and shared); every result is in the grouping's group order. A ``fallible`` label whose
+    reduction pandas refuses (``TypeError``) is added to ``failed`` and holds nulls.
     """
     out = {}
     for label, (column, func) in named.items():
-        got = grouped.size() if func == "size" else getattr(grouped[column], func)()
+        try:
+            got = grouped.size() if func == "size" else getattr(grouped[column], func)()
+        except TypeError:
+            if failed is None or label not in (fallible or {}):
+                raise
+            failed.add(label)
+            got = grouped.size().astype(object)
+            got[:] = None
         out[label] = got.reset_index(drop=True)
     return module.DataFrame(out)
 
@@ -868,6 +911,20 @@ def _empty_like(series: Any, n: int, module: Any) -> Any:
     return series.reindex(range(n)).reset_index(drop=True)
 
 
+def _objects(series: Any) -> bool:
+    """Whether ``series`` is a pandas object column (pandas 2's strings; cuDF's are not)."""
+    return _is_pandas(series) and series.dtype == object
+
+
+def _nan_keys(keys: Any) -> Any:
+    """Group keys with the nulls of object columns as ``NaN``, as pandas' groupby gives them."""
+    for k in keys.columns:
+        column = keys[k]
+        if _objects(column) and bool(column.isna().any()):
+            keys[k] = column.where(column.notna(), np.nan)
+    return keys
+
+
 def _with_null(series: Any) -> Any:
     """Return the dtype ``series`` takes with a null (pandas: int to float, bool to object)."""
     return series.iloc[:0].reindex(range(1)).dtype
@@ -876,7 +933,8 @@ def _with_null(series: Any) -> Any:
 def _no_object_results(outputs: Sequence[_Output], dtypes: Sequence[Any], module: Any) -> None:
     """Refuse transforms whose rows without a group would turn a column into objects."""
     for o, dtype in zip(outputs, dtypes, strict=True):
-        if _with_null(module.Series([], dtype=dtype)) == np.dtype(object):
+        becomes = _with_null(module.Series([], dtype=dtype))
+        if becomes == np.dtype(object) and dtype != becomes:  # (object strings stay objects)
             raise NotImplementedError(
                 f"transform: {o.agg} of column {o.name!r} (dtype {dtype}) gives rows with a null"
                 " key object values (pandas fills them with NaN), which a frame cannot move;"
@@ -964,6 +1022,8 @@ def _target_dtypes(meta: Any, keys: list[Any], dropna: bool, outputs: list[_Outp
         timedelta_sum = o.agg == "sum" and str(dtype).startswith("timedelta")
         if o.agg in ("sum", "mean", "std", "var") and not (_numeric(dtype) or timedelta_sum):
             _pandas_dtypes(meta, keys, dropna, [o])  # pandas' TypeError first, where it has one
+            if _objects(meta[o.column]):  # pandas 2's strings: refused for values only
+                _refused_for_strings(o)
             raise NotImplementedError(
                 f"agg: {o.agg} of column {o.column!r} is provided for numeric and bool columns"
                 f" (and sum of timedeltas), found dtype {dtype}"
@@ -974,6 +1034,22 @@ def _target_dtypes(meta: Any, keys: list[Any], dropna: bool, outputs: list[_Outp
         for o in outputs:  # name the aggregation pandas refuses
             _pandas_dtypes(meta, keys, dropna, [o])
         raise
+
+
+def _refused_for_strings(o: _Output) -> None:
+    """Raise pandas' TypeError when it refuses ``o`` for strings in an object column.
+
+    An empty object column gives pandas nothing to refuse (pandas 2 keeps strings as
+    objects); the strings an object column holds here make it refuse mean/std/var.
+    """
+    import pandas as pd
+
+    try:
+        pd.Series([""], dtype=object).groupby([0]).agg(o.agg)
+    except TypeError as exc:
+        raise TypeError(
+            f"agg: {o.agg} of column {o.column!r} (dtype object) is not defined for strings: {exc}"
+        ) from None
 
 
 def _pandas_dtypes(meta: Any, keys: list[Any], dropna: bool, outputs: list[_Output]) -> list[Any]:
