@@ -36,7 +36,7 @@ with gpupart.init(device="cuda") as rt, Client(sys.argv[1], timeout=60) as clien
         whole = np.concatenate([rows(r) for r in range(rt.size)])
         ref = linear_model.LinearRegression().fit(whole, whole @ COEF + 1.0)
         got = cp.asnumpy(cp.asarray(model.coef_))
-        np.testing.assert_allclose(got, ref.coef_, rtol=1e-6, atol=1e-8)
-        np.testing.assert_allclose(float(model.intercept_), ref.intercept_, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(got, ref.coef_, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(float(model.intercept_), ref.intercept_, rtol=1e-4, atol=1e-4)
     rt.allgather(None)  # rank 0 fitted before the others' clients leave
     print(f"[{rt.rank}] CUML DASK OK", file=sys.stdout, flush=True)
