@@ -386,7 +386,7 @@ class Runtime:
                 self._client.report_failure(failure, timeout=min(opts.close_timeout, 2.0))
             if self._transfers is not None:  # before any endpoint closes
                 gather = self._collectives.allgather if healthy and collective else None
-                self._transfers.publish(self._transport, gather, 0.25 * opts.close_timeout)
+                self._transfers.publish(self._transport, gather, opts.timeout)
             if healthy and collective:
                 try:
                     self._collectives.barrier(0.5 * opts.close_timeout, kind=Kind.FINALIZE)

@@ -6,8 +6,9 @@ counts the tile bytes it asks every owner for (``get``, ``fetch``, ``exchange``)
 bytes it sends every consumer, once per request (:class:`~gpupart.tiles.traffic.Traffic`).
 Control messages and collectives are not counted.
 
-At close, before the closing barrier, the ranks gather their reports to rank 0, which prints
-one table on stderr and writes the JSON file. A rank that fails or cannot reach the others
+At close, before the closing barrier, the ranks gather their reports to rank 0 (a collective
+with the ``timeout`` of collectives: turn the summary on for every rank or for none), which
+prints one table on stderr and writes the JSON file. A rank that fails or cannot reach the others
 prints its own report instead (and writes it to the path with ``.rank<N>`` before the
 suffix). GB/s is a peer's bytes over its *busy* seconds: the time at least one request
 with that peer was in flight, from posting the request to its last tile landing, as the

@@ -5,13 +5,14 @@ Run with ``GPUPART_TRANSFER_SUMMARY=<path>`` and ``GPUPART_LOG_LEVEL=INFO``. A f
 rank (two packed, one sent alone), gets every rank's tiles (its own are local: not counted),
 fetches the next rank's first tile again with ``fetch``, and runs one exchange whose piece
 sizes depend on (source, destination). Emits ``@moved`` (the bytes it asked each peer for),
-logs through the ``gpupart`` loggers, closes, then emits ``@closed`` (the loggers as close
-left them) and ``@ranges`` (names and balance).
+logs through the ``gpupart`` loggers, closes (the last rank seconds after the others), then
+emits ``@closed`` (the loggers as close left them) and ``@ranges`` (names and balance).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from _fake_nvtx import install
 
@@ -66,6 +67,8 @@ ours = [
 unfiltered = sorted(lg.name for lg in ours if not lg.filters)
 expect(not unfiltered, f"gpupart loggers without the rank filter: {unfiltered}")
 
+if rank == size - 1:
+    time.sleep(4.0)  # ranks close apart: the summary's gather waits (collectives' timeout)
 rt.close()
 emit(
     "closed",
