@@ -1,6 +1,6 @@
 """What gpupart's NVTX ranges cost when nothing records them: per range, and on a 1-tile get.
 
-    python bench/trace_overhead.py [--blocks 40] [--block 250]
+    python bench/trace_overhead.py [--blocks 40] [--block 250] [--quiet-wait 600]
 
 * Per range: ``with annotate("fetch.get"): pass`` against an empty call, in this process
   (no profiler attached, so the range is the shared no-op, with or without the ``nvtx``
@@ -12,7 +12,9 @@
   paired differences (block ``2k+1`` minus block ``2k``), which cancels slow drifts of a
   shared machine.
 
-Prints the numbers and writes ``bench/out/trace_overhead.json``.
+Each part first waits (up to ``--quiet-wait`` s) for other work to leave the CPUs at most
+10% busy, and records how busy they were while it ran (``_peers.CpuMeter``). Prints the
+numbers and writes ``bench/out/trace_overhead.json``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _peers  # noqa: E402
 
 
 def per_range_ns(repeats: int = 40, number: int = 200_000) -> dict[str, float]:
@@ -95,17 +99,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=40)
     parser.add_argument("--block", type=int, default=250)
+    parser.add_argument("--quiet-wait", type=float, default=600.0)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.blocks, args.block)
         return 0
+    quiet = {"micro": _peers.wait_until_quiet(args.quiet_wait, 0.1)}
+    meter = _peers.CpuMeter()
     micro = per_range_ns()
+    contention = {"micro": meter.stop()}
+    quiet["get"] = _peers.wait_until_quiet(args.quiet_wait, 0.1)
+    meter = _peers.CpuMeter()
     cmd = [sys.executable, "-m", "gpupart", "run", "-n", "2", "--cpu", "--", sys.executable]
     cmd += [str(Path(__file__).resolve()), "--worker", "--blocks", str(args.blocks)]
     cmd += ["--block", str(args.block)]
     load_before = os.getloadavg()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+    contention["get"] = meter.stop()
     line = next(x for x in out.stdout.splitlines() if "@result " in x)
     blocks = json.loads(line.split("@result ", 1)[1])
     paired = [w - wo for wo, w in zip(blocks["without"], blocks["with"], strict=True)]
@@ -117,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         "block": args.block,
         "load_before": load_before,
         "load_after": os.getloadavg(),
-        "cpus": os.cpu_count(),
+        "quiet": quiet,
+        "contention": contention,
+        "machine": _peers.machine_info(),
+        "versions": _peers.versions(("nvtx",)),
     }
     share = micro["range_minus_call"] / 1e3 / medians["without"]
     report["one_range_share_of_get"] = share
@@ -131,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         f" {args.block}); paired difference {np.median(paired):+.2f} µs"
     )
     print(f"one no-op range = {share:.2%} of a get; the round trip has two (get, serve)")
-    print(f"load average before/after: {load_before} / {report['load_after']}")
+    print(f"CPU use by others while measuring: {contention} (waited: {quiet})")
     outdir = ROOT / "bench" / "out"
     outdir.mkdir(exist_ok=True)
     (outdir / "trace_overhead.json").write_text(json.dumps(report, indent=1) + "\n")
