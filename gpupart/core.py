@@ -75,13 +75,18 @@ class Runtime:
         if spec.size > MAX_RANKS:
             raise GpupartError(f"size: at most {MAX_RANKS} ranks are supported, found {spec.size}")
 
-        topo = topology.local()
-        self.host = topo.hostname
-        self.device, gpu = bind_process(spec.local_rank, topo, options)
-        self.backend = backends.select(
-            "cpu" if self.device is None else "cuda", device_id=self.device
-        )
-        self.backend.use()  # the CUDA context exists before UCX starts
+        self._logging = RankLogging(self.rank, options.log_level)  # binding logs too
+        try:
+            topo = topology.local()
+            self.host = topo.hostname
+            self.device, gpu = bind_process(spec.local_rank, topo, options)
+            self.backend = backends.select(
+                "cpu" if self.device is None else "cuda", device_id=self.device
+            )
+            self.backend.use()  # the CUDA context exists before UCX starts
+        except BaseException:
+            self._logging.close()
+            raise
         self._store = TileStore(self.rank)
         self.location = Location(
             ip=topo.primary_ip,
@@ -97,7 +102,6 @@ class Runtime:
         )
         self.peers: list[Location] = [self.location]
         try:
-            self._logging = RankLogging(self.rank, options.log_level)
             if options.transfer_summary:
                 self._transfers = TransferLog(
                     rank=self.rank,

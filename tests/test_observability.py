@@ -186,6 +186,28 @@ def test_rank_logging_prefixes_and_leaves_nothing_behind(caplog):
     assert touched == []
 
 
+def test_binding_records_carry_the_rank_and_a_failed_start_leaves_no_filter(monkeypatch, caplog):
+    from gpupart import core
+    from gpupart.errors import BootstrapError
+    from gpupart.job import bootstrap
+
+    def failing_bind(local_rank, topo, options):
+        logging.getLogger("gpupart.binding").info("binding local rank %d", local_rank)
+        raise BootstrapError("no GPU for this rank")
+
+    monkeypatch.setattr(core, "bind_process", failing_bind)
+    spec = bootstrap.detect({})  # a world of one
+    with caplog.at_level(logging.INFO, logger="gpupart"), pytest.raises(BootstrapError):
+        core.Runtime(spec, RuntimeOptions.resolve({"log_level": "INFO"}, {}))
+    assert [r.getMessage() for r in caplog.records] == ["[rank 0] binding local rank 0"]
+    touched = [
+        name
+        for name, lg in logging.Logger.manager.loggerDict.items()
+        if name.startswith("gpupart") and isinstance(lg, logging.Logger) and lg.filters
+    ]
+    assert touched == []
+
+
 # -- the counters and the summary -----------------------------------------------------------
 
 
