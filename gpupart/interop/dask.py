@@ -17,9 +17,9 @@ over the ranks), and each rank gathers only its own, in one call, straight from 
 (one copy: the network transfer into the rank); the arrays ``get`` returns become the rank's
 tiles without a further copy.
 
-Out (:func:`to_dask`, collective): every rank scatters the tiles it holds to the workers on
-its own host (all workers when none is; one copy, the transfer into a worker), keyed by the
-tile's position, and rank 0 publishes the collection built from those keys under a dataset
+Out (:func:`to_dask`, collective): every rank scatters the tiles it holds straight to the
+workers on its own host (all workers when none is; one copy, the transfer into a worker),
+keyed by the tile's position, and rank 0 publishes the collection built from those keys under a dataset
 name. The *scheduler* holds the data from then on, so neither the order in which the ranks
 exit nor their clients closing loses a chunk: without ``name`` the dataset is dropped once
 every rank holds the returned collection (the data then live while some client references
@@ -259,13 +259,16 @@ def _locations(client: Any, futures: dict) -> dict[tuple[int, ...], list[Any]]:
 # == out: a gpupart container as a Dask collection ============================================
 
 
-def to_dask(x: Any, client: Any, *, name: str | None = None, timeout: float = TIMEOUT) -> Any:
+def to_dask(
+    x: Any, client: Any, *, name: str | None = None, direct: bool = True, timeout: float = TIMEOUT
+) -> Any:
     """Return a gpupart array or frame as a dask.array / dask.dataframe (collective).
 
     Every rank scatters its tiles (a frame's partitions, given a global ``RangeIndex``) to
     the workers on its host, and every rank returns the same collection (see the module
     docstring for who holds the data). With ``name`` the collection stays published under
     it (``client.get_dataset(name)`` from any client) until ``client.unpublish_dataset(name)``.
+    With ``direct`` the tiles go straight to the workers, not through the scheduler.
 
     Raises:
         PartitionedTypeError: ``x`` is not a DistArray or DistFrame.
@@ -293,7 +296,9 @@ def to_dask(x: Any, client: Any, *, name: str | None = None, timeout: float = TI
             shallow.index = index(cuts[i], cuts[i + 1])
             mine[(key_name, i)] = shallow
         build = _frame_builder(dd, x, key_name, cuts)
-    held = step(rt, "to_dask: the scatter", timeout, lambda: _scatter(client, rt, mine, timeout))
+    held = step(
+        rt, "to_dask: the scatter", timeout, lambda: _scatter(client, rt, mine, direct, timeout)
+    )
     step(rt, "to_dask: publishing", timeout, lambda: _publish(client, rt, build, published))
     collection = step(
         rt, "to_dask: get_dataset", timeout, lambda: _adopt(client, published, timeout)
@@ -304,12 +309,12 @@ def to_dask(x: Any, client: Any, *, name: str | None = None, timeout: float = TI
     return collection
 
 
-def _scatter(client: Any, rt: Any, mine: dict, timeout: float) -> dict:
+def _scatter(client: Any, rt: Any, mine: dict, direct: bool, timeout: float) -> dict:
     """Scatter this rank's tiles to the workers on its host (all workers when none is)."""
     if not mine:
         return {}
     workers = _local_workers(client, rt)
-    return client.scatter(mine, workers=workers, hash=False, timeout=timeout)
+    return client.scatter(mine, workers=workers, direct=direct, hash=False, timeout=timeout)
 
 
 def _local_workers(client: Any, rt: Any) -> list[str] | None:
