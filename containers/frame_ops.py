@@ -19,8 +19,8 @@ What ``DistFrame``/``DistSeries`` bind here (see the end of ``dframe``):
   ``(count, mean, M2)`` combined with Chan's formula; ``nunique``/``unique`` send every
   value to the rank its hash names (``shuffle_rows``) and count or deduplicate there.
   A partition pandas cannot reduce (strings with nulls in an object column, under pandas 2)
-  raises pandas' error on every rank; an object column's partials are reduced with a null
-  when a partition held one, so that pandas' rules for the whole column apply.
+  raises pandas' error on every rank; an object column keeps its all-null partitions'
+  partials (NaN, 0), so that pandas' rules for the whole column apply to the partials.
 """
 
 from __future__ import annotations
@@ -347,9 +347,9 @@ def series_unique(series: DistSeries) -> DistSeries:
 
 
 def _sum_like(series: DistSeries, meta: Any, empty: Any, name: str) -> Any:
-    partials, rows, nulls = _partials(series, name)
+    partials, rows = _partials(series, name)
     if meta.dtype == object and _is_pandas(series.meta) and rows:
-        return _objects_reduced(partials, nulls, name)
+        return _objects_reduced(partials, name)
     if not partials:
         return _all_null(meta, name) if rows else empty
     total = partials[0]
@@ -359,9 +359,9 @@ def _sum_like(series: DistSeries, meta: Any, empty: Any, name: str) -> Any:
 
 
 def _extreme(series: DistSeries, meta: Any, empty: Any, name: str) -> Any:
-    partials, rows, nulls = _partials(series, name)
+    partials, rows = _partials(series, name)
     if meta.dtype == object and _is_pandas(series.meta) and rows:
-        return _objects_reduced(partials, nulls, name)
+        return _objects_reduced(partials, name)
     if not partials:
         return _all_null(meta, name) if rows else empty
     return getattr(_column_of(partials, meta), name)()
@@ -417,44 +417,40 @@ _REDUCERS: dict[str, Callable[[DistSeries, Any, Any], Any]] = {
 }
 
 
-def _partials(series: DistSeries, name: str) -> tuple[list[Any], bool, bool]:
-    """Return the partitions' ``name`` reductions (global order), if any rows exist, any null.
+def _partials(series: DistSeries, name: str) -> tuple[list[Any], bool]:
+    """Return the partitions' ``name`` reductions (global order) and if any rows exist.
 
     Missing partials are left out (all-null rows reduce like pandas' all-null column, no rows
-    like its empty one), except for object columns: there every non-empty partition's partial
-    counts, and whether a partition held a null (see :func:`_objects_reduced`). A partition
-    pandas cannot reduce raises its error on every rank.
+    like its empty one), except for object columns (see :func:`_objects_reduced`). A
+    partition pandas cannot reduce raises its error on every rank.
     """
     objects = series.meta.dtype == object and _is_pandas(series.meta)  # (cuDF skips nulls)
-    local, rows, nulls, problem = [], False, False, None
+    local, rows, problem = [], False, None
     try:
         for i, p in series.local_partitions.items():
             if len(p):
                 rows = True
                 value = getattr(p, name)()
-                if objects:
-                    nulls = nulls or bool(p.isna().any())
-                    local.append((i, value))
-                elif not _missing(value):
-                    local.append((i, _plain(value)))
+                if objects or not _missing(value):
+                    local.append((i, value if objects else _plain(value)))
     except _VALUE_ERRORS as exc:
         problem = _problem(exc)
-    every = series.runtime.allgather((rows, nulls, local, problem))
-    _raise_failed([p for _, _, _, p in every], name)
-    found = sorted((pair for _, _, vs, _ in every for pair in vs), key=lambda pair: pair[0])
-    return [v for _, v in found], any(r for r, _, _, _ in every), any(n for _, n, _, _ in every)
+    every = series.runtime.allgather((rows, local, problem))
+    _raise_failed([p for _, _, p in every], name)
+    found = sorted((pair for _, vs, _ in every for pair in vs), key=lambda pair: pair[0])
+    return [v for _, v in found], any(r for r, _, _ in every)
 
 
-def _objects_reduced(partials: list[Any], nulls: bool, name: str) -> Any:
-    """Reduce an object column's partials with pandas, with a null if a partition held one.
+def _objects_reduced(partials: list[Any], name: str) -> Any:
+    """Reduce an object column's partials (every non-empty partition's) as pandas does.
 
     pandas' object reductions depend on nulls as well as values (pandas 2 refuses the min of
-    strings next to a null, pandas 3 skips it; a product fills them with 1): reducing the
-    partials with one null gives pandas' result (or error) for the whole column.
+    strings next to a null, pandas 3 skips it; a sum of nulls is 0): an all-null partition's
+    partial (NaN, 0) stands for its nulls, so pandas gives the whole column's result or error.
     """
     import pandas as pd
 
-    return getattr(pd.Series([*partials, *([None] if nulls else [])], dtype=object), name)()
+    return getattr(pd.Series(partials, dtype=object), name)()
 
 
 def _problem(exc: BaseException) -> tuple[bool, str]:
