@@ -44,6 +44,14 @@ def case(fn: Callable[[], Any]) -> Callable[[], Any]:
     return fn
 
 
+def text(values: Any) -> Any:
+    """Strings with ``None`` missing, as pandas makes them: ``str`` (pandas 3), objects (2).
+
+    (``pd.array(values, dtype="str")`` gives NumPy text under pandas 2, ``None`` as 'None'.)
+    """
+    return pd.Series([None if v is None else str(v) for v in values], dtype="str").array
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 
@@ -131,9 +139,13 @@ def same_merge(where: str, got: DistFrame, want: pd.DataFrame) -> pd.DataFrame:
         list(map(str, got.meta.dtypes)) == list(map(str, want.dtypes)),
         f"{where}: dtypes {list(map(str, got.meta.dtypes))} != {list(map(str, want.dtypes))}",
     )
-    # pandas makes bool columns with unmatched rows object; the codec moves no object column
-    # but strings, so compare those as nullable booleans
-    bools = {c: "boolean" for c in want.columns if want[c].dtype == object}
+    # pandas makes bool columns with unmatched rows object: compare those as nullable booleans
+    # (pandas 2 keeps strings as objects too: those stay as they are)
+    bools = {
+        c: "boolean"
+        for c in want.columns
+        if want[c].dtype == object and pd.api.types.infer_dtype(want[c], skipna=True) == "boolean"
+    }
     if bools:
         got = got.map_partitions(lambda p: p.astype(bools), keeps_rows=True)
         want = want.astype(bools)
@@ -227,13 +239,13 @@ def merge_multi_column_keys() -> None:
     left = pd.DataFrame(
         {
             "k": rng.integers(0, 4, 30),
-            "s": pd.array(words[rng.integers(0, 4, 30)], dtype="str"),
+            "s": text(words[rng.integers(0, 4, 30)]),
             "a": np.arange(30),
         }
     )
     right = pd.DataFrame(
         {
-            "s": pd.array(words[rng.integers(0, 4, 20)], dtype="str"),
+            "s": text(words[rng.integers(0, 4, 20)]),
             "k": rng.integers(0, 5, 20),
             "b": np.arange(20) * 1.5,
         }
@@ -265,8 +277,8 @@ def merge_null_keys() -> None:
     left = pd.DataFrame({"f": [1.0, np.nan, 2.0, np.nan, 3.0, -0.0], "a": np.arange(6)})
     right = pd.DataFrame({"f": [np.nan, 2.0, 4.0, 0.0], "b": np.arange(4)})
     merges("float", left, right, on="f")
-    ls = pd.DataFrame({"s": pd.array(["a", None, "b", None, "a"], dtype="str"), "a": range(5)})
-    rs = pd.DataFrame({"s": pd.array([None, "a", "c"], dtype="str"), "b": range(3)})
+    ls = pd.DataFrame({"s": text(["a", None, "b", None, "a"]), "a": range(5)})
+    rs = pd.DataFrame({"s": text([None, "a", "c"]), "b": range(3)})
     merges("str", ls, rs, on="s")
     times = pd.to_datetime(["2020-01-01", None, "2020-01-03", None])
     lt = pd.DataFrame({"t": times, "a": range(4)})
@@ -285,7 +297,7 @@ def merge_strings_and_datetimes() -> None:
     times = pd.date_range("2021-03-27", periods=6, freq="13h", tz="Europe/Berlin")
     left = pd.DataFrame(
         {
-            "s": pd.array(names[rng.integers(0, 5, 30)], dtype="str"),
+            "s": text(names[rng.integers(0, 5, 30)]),
             "t": times[rng.integers(0, 6, 30)],
             "flag": rng.integers(0, 2, 30).astype(bool),
             "I": pd.array(rng.integers(0, 9, 30), dtype="Int64"),
@@ -293,7 +305,7 @@ def merge_strings_and_datetimes() -> None:
     )
     right = pd.DataFrame(
         {
-            "s": pd.array(names[rng.integers(0, 5, 12)], dtype="str"),
+            "s": text(names[rng.integers(0, 5, 12)]),
             "t": times[rng.integers(0, 6, 12)],
             "w": pd.Categorical(rng.choice(["lo", "hi"], 12)),
             "n": np.arange(12, dtype=np.int32),
@@ -501,15 +513,17 @@ def merge_skew_is_refused() -> None:
 @case
 def merge_errors_on_every_rank() -> None:
     """Bad arguments raise the same error on every rank; the ranks stay in step."""
-    left = pd.DataFrame({"k": [1, 2], "s": pd.array(["a", "b"], dtype="str"), "a": [1, 2]})
-    right = pd.DataFrame({"k": [2, 3], "s": pd.array(["b", "c"], dtype="str"), "b": [1, 2]})
+    left = pd.DataFrame({"k": [1, 2], "s": text(["a", "b"]), "a": [1, 2]})
+    right = pd.DataFrame({"k": [2, 3], "s": text(["b", "c"]), "b": [1, 2]})
     dl, dr = gpupart.from_pandas(left), gpupart.from_pandas(right)
     raises(KeyError, lambda: dl.merge(dr, on="nope"), "on", "nope")
     raises(KeyError, lambda: dl.merge(dr, left_on="k", right_on="zz"), "right_on", "zz")
     raises(ValueError, lambda: dl.merge(dr, on="k", how="sideways"), "how", "sideways")
     raises(ValueError, lambda: dl.merge(dr, left_on="k", right_on="s"), "key ('k', 's')", "(left)")
-    text = gpupart.from_pandas(right.assign(k=right.k.astype(str)))
-    raises(ValueError, lambda: dl.merge(text, on="k"), "key 'k'", "int64 (left)", "str (right)")
+    words = right.assign(k=right.k.astype(str))  # str (pandas 3) or object (pandas 2)
+    found = f"{words.k.dtype} (right)"
+    texts = gpupart.from_pandas(words)
+    raises(ValueError, lambda: dl.merge(texts, on="k"), "key 'k'", "int64 (left)", found)
     raises(ValueError, lambda: dl.merge(dr, on="k", left_on="k", right_on="k"), "on")
     raises(ValueError, lambda: dl.merge(dr, left_on="k"), "right_on")
     raises(ValueError, lambda: dl.merge(dr, left_on=["k", "s"], right_on="k"), "right_on")
@@ -539,7 +553,7 @@ def mixed(n: int, seed: int) -> pd.DataFrame:
         {
             "f": f,
             "i": rng.integers(-3, 3, n),
-            "s": pd.array(words[rng.integers(0, 7, n)], dtype="str"),
+            "s": text(words[rng.integers(0, 7, n)]),
             "t": t,
             "tz": pd.date_range("2021-03-27", periods=n, freq="-7h", tz="Europe/Berlin"),
             "I": pd.array([None if x % 5 == 0 else int(x % 4) for x in k], dtype="Int64"),
