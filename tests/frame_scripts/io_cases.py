@@ -126,7 +126,11 @@ def build(data: Path) -> None:
     frame = _table(30, 7).to_pandas()
     frame.to_parquet(pandas_written / "p-0.parquet")  # a RangeIndex in the pandas metadata
     frame.set_index("f").to_parquet(pandas_written / "indexed.parquet")  # a stored index
-    frame.set_index("i").to_parquet(pandas_written / "named-range.parquet")  # metadata only
+    # a RangeIndex named 'i' (pandas 3's set_index("i") of these consecutive ints; pandas 2's
+    # would be a stored index): pyarrow writes it as metadata only
+    start = int(frame["i"].iloc[0])
+    named = frame.drop(columns="i").set_axis(pd.RangeIndex(start, start + len(frame), name="i"))
+    named.to_parquet(pandas_written / "named-range.parquet")
 
 
 # == helpers ===================================================================================
