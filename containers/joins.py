@@ -567,7 +567,8 @@ def _salted_merge(
         kwargs["indicator"] = indicator
     merged = moved["left"].merge(moved["right"], how=plan.how, **kwargs)
     if keeps_copied:  # a copied row's unmatched copies: kept once
-        drop = (merged[indicator] == f"{copied}_only") & ~merged[keep].fillna(True).astype(bool)
+        # (an unmatched row's flag is null: kept; pandas 2 warns about fillna on objects)
+        drop = (merged[indicator] == f"{copied}_only") & merged[keep].eq(False).fillna(False)
         merged = merged[~drop].drop(columns=[indicator, keep])
     return moved, merged.drop(columns=[name]).reset_index(drop=True)
 
