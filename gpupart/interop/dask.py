@@ -19,11 +19,11 @@ tiles without a further copy.
 
 Out (:func:`to_dask`, collective): every rank scatters the tiles it holds straight to the
 workers on its own host (all workers when none is; one copy, the transfer into a worker),
-keyed by the tile's position, and rank 0 publishes the collection built from those keys under a dataset
-name. The *scheduler* holds the data from then on, so neither the order in which the ranks
-exit nor their clients closing loses a chunk: without ``name`` the dataset is dropped once
-every rank holds the returned collection (the data then live while some client references
-it); with ``name`` it stays published, for clients outside the job, until
+keyed by the tile's position; rank 0 publishes the collection built from those keys under a
+dataset name, and every rank takes it from the scheduler (its client then holds every
+chunk), so no rank depends on another staying. Without ``name`` the dataset is dropped once
+every rank holds the collection: the data live while some client references it. With
+``name`` it stays published, for clients outside the job, until
 ``client.unpublish_dataset(name)``.
 """
 

@@ -93,7 +93,7 @@ def spec_in(rt, client) -> None:
 
 
 def frame_in(rt, client) -> gpupart.DistFrame:
-    spec = gd.to_partitioned(client.get_dataset(FRAME), client)
+    spec = gd.to_partitioned(client.get_dataset(FRAME))  # the default client: this one
     expect(spec["partition_tiling"] == (PARTITIONS, 1), f"{spec['partition_tiling']}")
     expect(spec["columns"] == list(frame().columns), f"{spec['columns']}")
     got = recording(spec)
