@@ -24,6 +24,10 @@ operation, gpupart's times, the peer's times and what the peer does); the table 
   Each is timed from a barrier until every rank has its part (the slowest rank's time),
   once untimed, then ``--reps`` times; the median is reported with min/max, and the speed-up
   of gpupart over the peer (peer time / gpupart time).
+* ``xgboost`` (``interop_xgboost.compare_xgboost``): XGBoost training from gpupart's tiles
+  (``gpupart.interop.xgboost.train``, RANKS ranks) against ``xgboost.dask`` on a
+  ``LocalCluster`` of RANKS single-threaded workers, on the same data (see that module; it
+  also runs alone with its own options).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _peers
+from interop_xgboost import compare_xgboost
 
 COLUMNS = 128  # of the dask comparison's array
 
@@ -168,6 +173,7 @@ def compare_dask(args: argparse.Namespace, env: dict[str, str]) -> dict:
 
 COMPARISONS: dict[str, Callable[[argparse.Namespace, dict[str, str]], dict]] = {
     "dask": compare_dask,
+    "xgboost": compare_xgboost,
 }
 WORKERS: dict[str, Callable[[dict], dict]] = {"dask": dask_worker}
 
