@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["decode", "empty_frame", "encode", "is_string_dtype", "schema"]
+__all__ = ["decode", "dtype_of", "empty_frame", "encode", "is_string_dtype", "schema"]
 
 
 def is_string_dtype(dtype: Any) -> bool:
@@ -197,17 +197,27 @@ def schema(frame: Any) -> tuple[tuple[Any, Any], ...]:
     return tuple(out)
 
 
+def dtype_of(spec: Any) -> Any:
+    """Return the pandas dtype a :func:`schema` spec names.
+
+    ``'str'`` is pandas' ``StringDtype(na_value=NaN)``: pandas 3's default for strings, which
+    pandas 2.3 has under that name too but reads ``'str'`` as NumPy text (``<U``).
+    """
+    import pandas as pd
+
+    if isinstance(spec, (tuple, list)):
+        return pd.CategoricalDtype(list(spec[1]), ordered=spec[2])
+    dtype = pd.api.types.pandas_dtype(spec)
+    if spec == "str" and isinstance(dtype, np.dtype):
+        return pd.StringDtype(na_value=np.nan)
+    return dtype
+
+
 def empty_frame(columns: tuple[tuple[Any, Any], ...], module: Any) -> Any:
     """Return an empty frame of the schema :func:`schema` described."""
     import pandas as pd
 
-    data = {}
-    for i, (_, spec) in enumerate(columns):
-        if isinstance(spec, (tuple, list)):
-            dtype: Any = pd.CategoricalDtype(list(spec[1]), ordered=spec[2])
-        else:
-            dtype = pd.api.types.pandas_dtype(spec)
-        data[i] = pd.Series([], dtype=dtype)
+    data = {i: pd.Series([], dtype=dtype_of(spec)) for i, (_, spec) in enumerate(columns)}
     frame = pd.DataFrame(data)
     frame.columns = pd.Index([label for label, _ in columns])
     return frame if module.__name__ == "pandas" else module.DataFrame(frame)

@@ -666,7 +666,9 @@ def _cast_columns(frame: Any, target: Sequence[Any]) -> Any:
 
     specs = [spec for _, spec in frame_columns.schema(frame)]
     changes = {
-        frame.columns[j]: t for j, (s, t) in enumerate(zip(specs, target, strict=True)) if s != t
+        frame.columns[j]: frame_columns.dtype_of(t)
+        for j, (s, t) in enumerate(zip(specs, target, strict=True))
+        if s != t
     }
     return frame.astype(changes) if changes else frame
 
