@@ -46,7 +46,7 @@ from gpupart.errors import (
 )
 from gpupart.interop._collective import step
 
-__all__ = ["DaskGather", "to_dask", "to_partitioned"]
+__all__ = ["DaskGather", "chunk_futures", "chunk_locations", "to_dask", "to_partitioned"]
 
 #: Default limit (seconds) for one wait on the Dask cluster (chunks ready, a scatter, a gather).
 TIMEOUT = 120.0
@@ -165,10 +165,10 @@ def to_partitioned(
             "a dask.array.Array or dask.dataframe.DataFrame",
             type(collection).__name__,
         )
-    futures = _chunk_futures(collection)
+    futures = chunk_futures(collection)
     if futures is None:
         collection = client.persist(collection)
-        futures = _chunk_futures(collection)
+        futures = chunk_futures(collection)
     if futures is None:  # persist always gives futures: a Dask we do not know
         raise PartitionedError(
             "collection", "a chunk future for every key after persist", "keys without one"
@@ -180,7 +180,7 @@ def to_partitioned(
             raise PartitionedError(
                 f"collection chunk {pos}", "a computed chunk", f"status {future.status!r}"
             ) from cause
-    location = _locations(client, futures)
+    location = chunk_locations(client, futures)
     getter = DaskGather(direct=direct, timeout=timeout)
     from gpupart import protocol
 
@@ -212,7 +212,7 @@ def to_partitioned(
     )
 
 
-def _chunk_futures(collection: Any) -> dict[tuple[int, ...], Any] | None:
+def chunk_futures(collection: Any) -> dict[tuple[int, ...], Any] | None:
     """Each chunk's future by grid position, or ``None`` when some chunk is not persisted.
 
     A persisted collection's graph maps each of its keys to a future, directly (arrays) or
@@ -244,7 +244,7 @@ def _positions(keys: Any, prefix: tuple[int, ...] = ()) -> Iterator[tuple[tuple[
             yield (*prefix, i), item
 
 
-def _locations(client: Any, futures: dict) -> dict[tuple[int, ...], list[Any]]:
+def chunk_locations(client: Any, futures: dict) -> dict[tuple[int, ...], list[Any]]:
     """Each chunk's holders as ``(host, pid)``: who_has, the workers' hosts and their PIDs."""
     who_has = client.who_has(list(futures.values()))
     holders = sorted({w for ws in who_has.values() for w in ws})

@@ -100,7 +100,7 @@ def to_partitioned(df: Any, *, timeout: float = TIMEOUT) -> dict[str, Any]:
         (cuts[-1], len(columns)),
         protocol.Tiling.from_boundaries([cuts, [0, len(columns)]]),
         by_position,
-        dask_interop._locations(client, by_position),
+        dask_interop.chunk_locations(client, by_position),
         dask_interop.DaskGather(timeout=timeout),
         lazy=False,
         columns=columns,
@@ -167,7 +167,7 @@ def to_modin(frame: Any, *, timeout: float = TIMEOUT) -> Any:
         problem = exc
     _agree(rt, problem, "to_modin")
     collection = dask_interop.to_dask(_on_host(frame), client, timeout=timeout)
-    chunks = dask_interop._chunk_futures(collection)  # {(i,): future}, in partition order
+    chunks = dask_interop.chunk_futures(collection)  # {(i,): future}, in partition order
     futures = [chunks[(i,)] for i in range(frame.npartitions)]
     cuts = np.concatenate([[0], np.cumsum(frame.partition_sizes, dtype=np.int64)]).tolist()
     return _from_futures(futures, cuts, list(frame.columns))
