@@ -270,7 +270,7 @@ class DistFrame(_Partitioned):
             chosen = [
                 self._parts[i] if rows is None else self._parts[i].iloc[: rows[i]] for i in mine
             ]
-            local = module.concat(chosen, ignore_index=True) if len(chosen) > 1 else chosen[0]
+            local = frame_columns.concat(chosen, module) if len(chosen) > 1 else chosen[0]
             encoded = frame_columns.encode(local)
             # each row's partition number: a rank may own partitions that are not adjacent
             order = np.repeat(np.asarray(mine, np.int64), [len(c) for c in chosen])
@@ -283,7 +283,7 @@ class DistFrame(_Partitioned):
         if not received:
             return self.meta.iloc[:0].reset_index(drop=True)
         decoded = [frame_columns.decode(p, self.meta, module) for p in received]
-        whole = module.concat(decoded, ignore_index=True) if len(decoded) > 1 else decoded[0]
+        whole = frame_columns.concat(decoded, module) if len(decoded) > 1 else decoded[0]
         order = np.concatenate([host_array(p["order"]) for p in received])
         if np.any(order[1:] < order[:-1]):  # stable: rows keep their order within a partition
             whole = whole.take(np.argsort(order, kind="stable")).reset_index(drop=True)

@@ -14,11 +14,12 @@ works. :func:`decode` rebuilds a frame of the schema ``meta`` (an empty frame) f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["decode", "dtype_of", "empty_frame", "encode", "is_string_dtype", "schema"]
+__all__ = ["concat", "decode", "dtype_of", "empty_frame", "encode", "is_string_dtype", "schema"]
 
 
 def is_string_dtype(dtype: Any) -> bool:
@@ -166,6 +167,24 @@ def decode(columns: dict[str, Any], meta: Any, module: Any) -> Any:
     frame = module.DataFrame(data)
     frame.columns = meta.columns
     return frame
+
+
+def concat(frames: Sequence[Any], module: Any) -> Any:
+    """Return frames of one schema as one, rows numbered from 0 (pandas' or cuDF's concat).
+
+    pandas 2's concat gives an object column that is all null in one of the frames ``NaN``
+    there (it treats all-NA pieces as missing; pandas 3 keeps them): such columns are joined
+    as series, so ``None``, ``NaN`` and ``NA`` stay as they were.
+    """
+    frames = list(frames)
+    out = module.concat(frames, ignore_index=True)
+    if module.__name__ != "pandas":
+        return out
+    for j, dtype in enumerate(out.dtypes):
+        column = [f.iloc[:, j] for f in frames]
+        if dtype == np.dtype(object) and any(len(c) and c.isna().all() for c in column):
+            out.isetitem(j, module.concat(column, ignore_index=True))
+    return out
 
 
 def _with_null_objects(series: Any, codes: np.ndarray) -> Any:

@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from gpupart.containers import frame_columns
 from gpupart.containers.darray import host_array
 from gpupart.containers.dframe import DistFrame, DistSeries, Layout
 from gpupart.containers.shuffle import shuffle_rows
@@ -726,7 +727,7 @@ def sort_values(
         parts.append(part)
     meta = _with_column(df.meta, pos, np.int64)
     module = rt.backend.dataframe_module()
-    local = module.concat(parts, ignore_index=True) if parts else meta
+    local = frame_columns.concat(parts, module) if parts else meta
     local = _sort(local, keys, flags, na_position)  # in position order: stable = by (keys, pos)
     if rt.size > 1:
         order = _Order(flags, na_position)
@@ -905,7 +906,7 @@ def _all_local(frame: DistFrame) -> Any:
         return frame.meta
     if len(parts) == 1:
         return parts[0]
-    return frame.runtime.backend.dataframe_module().concat(parts, ignore_index=True)
+    return frame_columns.concat(parts, frame.runtime.backend.dataframe_module())
 
 
 def _rows(frame: DistFrame) -> int:

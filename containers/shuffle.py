@@ -31,7 +31,7 @@ def shuffle_rows(frame: DistFrame, destinations: Mapping[int, Any]) -> DistFrame
     pieces: list[Any] = [{} for _ in range(rt.size)]
     if mine:
         parts = [frame.local_partitions[i] for i in mine]
-        local = module.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        local = frame_columns.concat(parts, module) if len(parts) > 1 else parts[0]
         dest = _concat(
             [_as_ranks(destinations[i], len(frame.local_partitions[i]), rt.size, i) for i in mine]
         )
@@ -48,7 +48,7 @@ def shuffle_rows(frame: DistFrame, destinations: Mapping[int, Any]) -> DistFrame
     elif len(decoded) == 1:
         result = decoded[0]
     else:
-        result = module.concat(decoded, ignore_index=True)
+        result = frame_columns.concat(decoded, module)
     return DistFrame(rt, frame.meta, Layout(range(rt.size)), {rt.rank: result})
 
 
