@@ -19,9 +19,10 @@ machine:
   ``xgboost.dask.train``.
 
 Each side runs once untimed and ``--reps`` times timed (median, min-max); the speed-up is
-the dask time over gpupart's. Both models' RMSE on a held-out chunk is reported (they see
-the same rows in different worker order: the merged sketches and so the models may differ
-slightly).
+the dask time over gpupart's. The CPU seconds the workers (and, for Dask, the client) spend
+per training are reported too: on a machine others load, they move less than the times.
+Both models' RMSE on a held-out chunk is reported (they see the same rows in another worker
+order: the merged sketches and so the models may differ slightly).
 """
 
 from __future__ import annotations
@@ -66,6 +67,14 @@ def chunk_rows(rows: int) -> list[int]:
     return [int(b - a) for a, b in itertools.pairwise(cuts)]
 
 
+def cpu_seconds() -> float:
+    """User and system CPU seconds of this process so far (all its threads)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def rmse(booster: Any, features: int, rows: int) -> float:
     """RMSE on a held-out chunk (seed ``CHUNKS``)."""
     X, y = make_chunk(CHUNKS, min(rows, 100_000), features)
@@ -90,12 +99,18 @@ def xgboost_worker(params: dict) -> dict:
     y = gpupart.from_local(np.concatenate([p[1] for p in parts]))
     del parts
 
+    cpu: list[float] = []
+
     def fit() -> Any:
-        return gx.train(params["xgb"], X, y, num_boost_round=params["rounds"])
+        before = cpu_seconds()
+        booster = gx.train(params["xgb"], X, y, num_boost_round=params["rounds"])
+        cpu.append(cpu_seconds() - before)
+        return booster
 
     times, booster = _peers.time_calls(fit, params["reps"], rt.barrier)
     result = {
         "times": [max(t) for t in zip(*rt.allgather(times), strict=True)],
+        "cpu_seconds": [sum(c) for c in zip(*rt.allgather(cpu[1:]), strict=True)],
         "rmse": rmse(booster, params["features"], params["rows"]),
         "peak_rss_per_rank": rt.allgather(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -140,13 +155,15 @@ def dask_side(params: dict) -> dict:
             return dxgb.train(client, params["xgb"], dtrain, num_boost_round=params["rounds"])
 
         fit()
-        times = []
+        times, cpu = [], []
         for _ in range(params["reps"]):
+            before = sum(client.run(cpu_seconds).values()) + cpu_seconds()
             t0 = time.perf_counter()
             out = fit()
             times.append(time.perf_counter() - t0)
+            cpu.append(sum(client.run(cpu_seconds).values()) + cpu_seconds() - before)
         booster = out["booster"]
-    return {"times": times, "rmse": rmse(booster, m, params["rows"])}
+    return {"times": times, "cpu_seconds": cpu, "rmse": rmse(booster, m, params["rows"])}
 
 
 # -- the comparison ---------------------------------------------------------------------------
@@ -189,6 +206,10 @@ def compare_xgboost(args: argparse.Namespace, env: dict[str, str]) -> dict:
         "peer_name": "xgboost.dask (DaskQuantileDMatrix + train)",
         "peer": _peers.stats(dask_result["times"]),
         "rmse": {"gpupart": ours["rmse"], "dask": dask_result["rmse"]},
+        "cpu_seconds": {
+            "gpupart": _peers.stats(ours["cpu_seconds"]),
+            "dask": _peers.stats(dask_result["cpu_seconds"]),
+        },
     }
     return {"rows": [row], "details": details}
 
@@ -230,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['op']}: gpupart {ours['median']:.3f} s ({ours['min']:.3f}-{ours['max']:.3f}),"
             f" {row['peer_name']} {peer['median']:.3f} s ({peer['min']:.3f}-{peer['max']:.3f}),"
             f" speed-up {peer['median'] / ours['median']:.2f}x; RMSE {row['rmse']}"
+        )
+        cpu = row["cpu_seconds"]
+        print(
+            f"CPU seconds of the workers (dask: and the client) per training: gpupart"
+            f" {cpu['gpupart']['median']:.2f}, dask {cpu['dask']['median']:.2f}"
         )
     if not result["rows"]:
         print(json.dumps(result["details"], indent=1, default=str)[-3000:])
