@@ -102,6 +102,20 @@ def several_tiles_are_joined_and_none_is_empty(rt: Any) -> None:
         expect(got is next(iter(few.local_tiles.values())), "one tile: itself")
     else:
         np.testing.assert_array_equal(got, np.arange(2.0))
+    grid = gpupart.asarray(np.arange(24.0).reshape(4, 6), grid=(2, 3))  # 6 tiles, C order
+    held = np.array(sorted(grid.local_tiles))
+    box = int(np.prod(held.max(axis=0) - held.min(axis=0) + 1)) == len(held)
+    if rt.size == 3:  # ranks hold (0,0)(0,1) / (0,2)(1,0) / (1,1)(1,2): rank 1 has no box
+        expect(box == (rt.rank != 1), f"rank {rt.rank} holds {held.tolist()}")
+    if box:
+        lo = held.min(axis=0) * np.array([2, 2])
+        got = gpmpi.local_array(grid)
+        want = np.arange(24.0).reshape(4, 6)[
+            lo[0] : lo[0] + got.shape[0], lo[1] : lo[1] + got.shape[1]
+        ]
+        np.testing.assert_array_equal(got, want)
+    else:
+        raises(gpupart.PartitionedError, lambda: gpmpi.local_array(grid), "one box")
     raises(TypeError, lambda: gpmpi.local_array(np.arange(3)), "DistArray")
 
 
