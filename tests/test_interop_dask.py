@@ -21,7 +21,7 @@ from conftest import clean_env, records
 pytest.importorskip("dask.array", reason="the interop extra is not installed (no dask.array)")
 pytest.importorskip("distributed", reason="the interop extra is not installed (no distributed)")
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]  # a real cluster beside the job
 
 DRIVER = Path(__file__).parent / "interop_scripts" / "dask_driver.py"
 RANKS = 2

@@ -23,7 +23,7 @@ from conftest import clean_env, records
 pytest.importorskip("distributed", reason="the interop extra is not installed (no distributed)")
 pytest.importorskip("modin", reason="the interop extra is not installed (no modin)")
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]  # a real cluster beside the job
 
 DRIVER = Path(__file__).parent / "interop_scripts" / "modin_driver.py"
 RANKS = 2

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from mpi_jobs import MpiCaseJobs
 
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]  # real jobs under mpiexec or gpupart run
+
 SIZES = [2, 3]
 JOBS = MpiCaseJobs(Path(__file__).parent / "interop_scripts" / "mpi_cases.py", tuple(SIZES))
 CASES = JOBS.names

@@ -28,7 +28,7 @@ from conftest import clean_env, records
 
 pytest.importorskip("ray", reason="the interop extra is not installed (no ray)")
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]  # a real cluster beside the job
 
 DRIVER = Path(__file__).parent / "interop_scripts" / "ray_driver.py"
 RANKS = 2

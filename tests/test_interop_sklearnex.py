@@ -27,6 +27,8 @@ CASES = JOBS.names
 _OUTSIDE_MPIEXEC = """
 import json, gpupart
 from gpupart.interop import sklearnex
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]  # real jobs under mpiexec or gpupart run
 rt = gpupart.init()
 try:
     sklearnex.start_daal4py()

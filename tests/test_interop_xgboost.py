@@ -17,6 +17,8 @@ import pytest
 from conftest import CaseJobs
 from mpi_jobs import MpiCaseJobs
 
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]  # real jobs under mpiexec or gpupart run
+
 pytest.importorskip("xgboost", reason="xgboost is not installed (pip install 'gpupart[interop]')")
 
 SCRIPT = Path(__file__).parent / "interop_scripts" / "xgboost_cases.py"
