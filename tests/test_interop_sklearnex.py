@@ -17,6 +17,8 @@ import pytest
 from conftest import PY, records, run_ranks
 from mpi_jobs import MpiCaseJobs
 
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]  # real jobs under mpiexec or gpupart run
+
 pytest.importorskip("daal4py", reason="scikit-learn-intelex is not installed (gpupart[interop])")
 pytest.importorskip("mpi4py", reason="mpi4py is not installed (gpupart[interop])")
 
@@ -27,8 +29,6 @@ CASES = JOBS.names
 _OUTSIDE_MPIEXEC = """
 import json, gpupart
 from gpupart.interop import sklearnex
-
-pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]  # real jobs under mpiexec or gpupart run
 rt = gpupart.init()
 try:
     sklearnex.start_daal4py()
