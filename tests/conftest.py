@@ -325,3 +325,14 @@ def assert_sklearn_checks(estimator: Any, expected_failed: Mapping[str, str]) ->
     assert xfailed <= set(expected_failed), xfailed
     skipped = {r["check_name"]: str(r["exception"]) for r in results if r["status"] == "skipped"}
     assert set(skipped) <= set(SKIPPED_BY_SKLEARN), skipped
+
+
+@pytest.fixture
+def cuda_gpus() -> int:
+    """How many CUDA GPUs CuPy can use here; skips the test where there is none."""
+    from gpupart import backend
+
+    count = backend.probe().count
+    if count == 0:
+        pytest.skip("needs a CUDA GPU with CuPy")
+    return count

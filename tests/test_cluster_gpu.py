@@ -10,17 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import PY, run_ranks
 
-from gpupart import backend
-
 SCRIPTS = Path(__file__).parent / "gpu_scripts"
-
-
-@pytest.fixture
-def cuda_gpus() -> int:
-    count = backend.probe().count
-    if count == 0:
-        pytest.skip("needs a CUDA GPU with CuPy")
-    return count
 
 
 @pytest.mark.gpu

@@ -18,18 +18,9 @@ import pytest
 from conftest import PY, run_ranks
 
 import gpupart
-from gpupart import backend
 from gpupart.interop import cuml as gcuml
 
 SCRIPTS = Path(__file__).parent / "gpu_scripts"
-
-
-@pytest.fixture
-def cuda_gpus() -> int:
-    count = backend.probe().count
-    if count == 0:
-        pytest.skip("needs a CUDA GPU with CuPy")
-    return count
 
 
 @pytest.mark.gpu
