@@ -336,3 +336,11 @@ def cuda_gpus() -> int:
     if count == 0:
         pytest.skip("needs a CUDA GPU with CuPy")
     return count
+
+
+def passed(run: subprocess.CompletedProcess[str], name: str) -> list[int]:
+    """The ranks (-1: a driver process) that reported case ``name``, after checking the run."""
+    assert run.returncode == 0, (
+        f"--- stdout\n{run.stdout[-4000:]}\n--- stderr\n{run.stderr[-6000:]}"
+    )
+    return sorted(r["rank"] for r in records(run.stdout, "case") if r["name"] == name)

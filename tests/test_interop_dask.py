@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, records
+from conftest import clean_env, passed, records
 
 pytest.importorskip("dask.array", reason="the interop extra is not installed (no dask.array)")
 pytest.importorskip("distributed", reason="the interop extra is not installed (no distributed)")
@@ -38,14 +38,6 @@ def driver() -> subprocess.CompletedProcess[str]:
         env=clean_env(),
         stdin=subprocess.DEVNULL,
     )
-
-
-def passed(run: subprocess.CompletedProcess[str], name: str) -> list[int]:
-    """The ranks (-1: the driver) that reported case ``name``, after checking the run."""
-    assert run.returncode == 0, (
-        f"--- stdout\n{run.stdout[-4000:]}\n--- stderr\n{run.stderr[-6000:]}"
-    )
-    return sorted(r["rank"] for r in records(run.stdout, "case") if r["name"] == name)
 
 
 def test_to_partitioned_where_the_collection_lives(driver):

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, records
+from conftest import clean_env, passed, records
 
 pytest.importorskip("distributed", reason="the interop extra is not installed (no distributed)")
 pytest.importorskip("modin", reason="the interop extra is not installed (no modin)")
@@ -40,14 +40,6 @@ def driver() -> subprocess.CompletedProcess[str]:
         env=clean_env({"MODIN_ENGINE": "dask"}),
         stdin=subprocess.DEVNULL,
     )
-
-
-def passed(run: subprocess.CompletedProcess[str], name: str) -> list[int]:
-    """The ranks (-1: the driver) that reported case ``name``, after checking the run."""
-    assert run.returncode == 0, (
-        f"--- stdout\n{run.stdout[-4000:]}\n--- stderr\n{run.stderr[-6000:]}"
-    )
-    return sorted(r["rank"] for r in records(run.stdout, "case") if r["name"] == name)
 
 
 def test_to_partitioned_describes_modin_partitions(driver):

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, records
+from conftest import clean_env, passed, records
 
 pytest.importorskip("ray", reason="the interop extra is not installed (no ray)")
 
@@ -90,14 +90,6 @@ def driver(ray_address: str) -> subprocess.CompletedProcess[str]:
         env=clean_env({**RAY_ENV, "RAY_ADDRESS": ray_address}),
         stdin=subprocess.DEVNULL,
     )
-
-
-def passed(run: subprocess.CompletedProcess[str], name: str) -> list[int]:
-    """The ranks (-1: the driver) that reported case ``name``, after checking the run."""
-    assert run.returncode == 0, (
-        f"--- stdout\n{run.stdout[-4000:]}\n--- stderr\n{run.stderr[-6000:]}"
-    )
-    return sorted(r["rank"] for r in records(run.stdout, "case") if r["name"] == name)
 
 
 def test_to_partitioned_where_the_blocks_live(driver):
