@@ -44,3 +44,17 @@ class Cases:
             rt.barrier()
             emit("case", name=fn.__name__, rank=rt.rank, **extra)
         emit("done", rank=rt.rank, size=rt.size)
+
+
+def recording(spec: dict) -> list:
+    """Wrap ``spec['get']`` so that everything it returns is kept (to check for copies)."""
+    got: list = []
+    inner = spec["get"]
+
+    def get(refs):
+        out = inner(refs)
+        got.extend(out if isinstance(refs, list) else [out])
+        return out
+
+    spec["get"] = get
+    return got

@@ -26,6 +26,7 @@ from gpupart.protocol import Tiling
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mp_scripts"))
+from _interop import recording
 from _mp import emit, expect, raises
 from dask_data import (
     ARRAY,
@@ -39,20 +40,6 @@ from dask_data import (
     array,
     frame,
 )
-
-
-def recording(spec: dict) -> list:
-    """Wrap ``spec['get']`` so that everything it returns is kept (to check for copies)."""
-    got: list = []
-    inner = spec["get"]
-
-    def get(refs):
-        out = inner(refs)
-        got.extend(out if isinstance(refs, list) else [out])
-        return out
-
-    spec["get"] = get
-    return got
 
 
 def array_in(rt, client) -> gpupart.DistArray:
